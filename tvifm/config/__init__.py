@@ -1,0 +1,26 @@
+"""Typed configuration: dataclasses, YAML presets and ``key=value`` overrides."""
+
+from tvifm.config.loader import (
+    available_presets,
+    config_hash,
+    load_config,
+    parse_override,
+    read_saved_config,
+    save_config,
+    to_dict,
+)
+from tvifm.config.schema import Config, DataConfig, EvalConfig, SynthConfig
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "EvalConfig",
+    "SynthConfig",
+    "available_presets",
+    "config_hash",
+    "load_config",
+    "parse_override",
+    "read_saved_config",
+    "save_config",
+    "to_dict",
+]

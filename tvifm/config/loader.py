@@ -1,0 +1,186 @@
+"""Load, validate, override and save :class:`~tvifm.config.schema.Config`.
+
+A config is built from the dataclass defaults, then a preset (a name in ``tvifm/config/presets`` or a
+YAML file path), then ``key=value`` overrides with dotted keys (``data.ids_per_batch=4``; values are
+parsed as YAML, so ``data.image_size=[64,32]`` and ``data.flip=false`` work). Every step is validated:
+unknown keys, wrong types, values outside a ``Literal`` set or below a ``min`` in field metadata raise
+:class:`~tvifm.errors.ConfigError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+from tvifm.config.schema import Config
+from tvifm.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+CONFIG_FILENAME = "config.yaml"
+T = TypeVar("T")
+
+
+def available_presets() -> list[str]:
+    """Names of the presets shipped with the package."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_config(preset: str | Path | None = "tiny", overrides: Iterable[str] = ()) -> Config:
+    """Build a validated config from a preset name or YAML path plus ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if preset is not None:
+        data = _read_preset(preset)
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    return from_dict(Config, data)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Split ``key=value`` and parse the value as YAML (``'8'`` -> 8, ``'[64,32]'`` -> [64, 32])."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key=value (for example data.trial=2)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})") from exc
+    return key.strip(), value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, checking keys, types and constraints."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = prefix.rstrip(".") or "config"
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]!s} in {where}; valid keys: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, prefix + name, fields[name].metadata)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain data (what :func:`save_config` writes)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, directory: str | Path) -> Path:
+    """Write the resolved config as ``config.yaml`` in ``directory``; returns the file path."""
+    path = Path(directory) / CONFIG_FILENAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path
+
+
+def read_saved_config(path: str | Path) -> Config:
+    """Read a config written by :func:`save_config` (a file, or a directory holding ``config.yaml``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_FILENAME
+    if not path.is_file():
+        raise ConfigError(f"{path}: no saved config here; expected the {CONFIG_FILENAME} saved with a run")
+    return from_dict(Config, _load_yaml(path))
+
+
+def config_hash(cfg: Config) -> str:
+    """A short stable hash of the resolved config (identifies the exact model a checkpoint rebuilds)."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _read_preset(preset: str | Path) -> dict[str, Any]:
+    path = Path(preset)
+    if path.suffix not in (".yaml", ".yml"):
+        path = PRESET_DIR / f"{preset}.yaml"
+        if not path.is_file():
+            raise ConfigError(
+                f"unknown preset {preset!r}; valid presets: {', '.join(available_presets())} "
+                "(or give the path of a YAML file)"
+            )
+    elif not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    return _load_yaml(path)
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
+    return data
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}: {part} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _coerce(tp: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value if value is not None else {}, prefix=key + ".")
+    if origin in (types.UnionType, typing.Union):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key, meta)
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            allowed = ", ".join(map(str, choices))
+            raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {allowed}")
+        return value
+    if origin is list:
+        return _coerce_list(get_args(tp)[0], value, key, meta)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(get_args(tp)[1], v, f"{key}.{k}", {}) for k, v in value.items()}
+    return _check_scalar(tp, value, key, meta)
+
+
+def _coerce_list(item_tp: Any, value: Any, key: str, meta: Mapping[str, Any]) -> list[Any]:
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{key}: expected a list, got {value!r}")
+    length = meta.get("length")
+    if length is not None and len(value) != length:
+        raise ConfigError(f"{key}: expected a list of {length} values, got {len(value)}: {list(value)!r}")
+    item_meta = {k: v for k, v in meta.items() if k in ("min", "max")}
+    return [_coerce(item_tp, v, f"{key}[{i}]", item_meta) for i, v in enumerate(value)]
+
+
+def _check_scalar(tp: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if (tp is int and isinstance(value, bool)) or not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+    low, high = meta.get("min"), meta.get("max")
+    if low is not None and value < low:
+        raise ConfigError(f"{key}={value!r} is too small; it must be >= {low}")
+    if high is not None and value > high:
+        raise ConfigError(f"{key}={value!r} is too large; it must be <= {high}")
+    return value

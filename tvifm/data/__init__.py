@@ -1,0 +1,1 @@
+"""Datasets, Tri- text sidecars, SynthTri, samplers and transforms."""

@@ -1,0 +1,100 @@
+"""Image transforms: resize, pad-crop, flip, normalisation and CAJ-style channel augmentation.
+
+Channel augmentation (random channel exchange / grayscale of visible images) removes colour from a
+visible image in one of several ways, so the backbone learns features that survive the loss of colour
+that IR imaging causes. All randomness uses torch's generator, so ``torch.manual_seed`` (and DataLoader
+worker seeding) makes it reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+
+Transform = Callable[[Image.Image], torch.Tensor]
+
+
+class RandomChannelExchange(torch.nn.Module):
+    """With probability ``p``, replace all three channels by one of R, G, B or the luminance (uniformly).
+
+    Works on float tensors ``(3, H, W)`` (or batches ``(..., 3, H, W)``) before normalisation.
+    """
+
+    def __init__(self, p: float = 1.0) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"probability p={p} must lie in [0, 1]")
+        self.p = p
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        if img.shape[-3] != 3:
+            raise ValueError(f"channel exchange needs 3-channel images, got shape {tuple(img.shape)}")
+        if torch.rand(()) >= self.p:
+            return img
+        choice = int(torch.randint(0, 4, ()))
+        if choice < 3:
+            channel = img[..., choice : choice + 1, :, :]
+        else:
+            weights = torch.tensor(GRAY_WEIGHTS, dtype=img.dtype).view(3, 1, 1)
+            channel = (img * weights).sum(dim=-3, keepdim=True)
+        return channel.expand_as(img).clone()
+
+
+class RandomGrayscale3(torch.nn.Module):
+    """With probability ``p``, convert to luminance replicated on three channels (float tensors)."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        if torch.rand(()) >= self.p:
+            return img
+        weights = torch.tensor(GRAY_WEIGHTS, dtype=img.dtype).view(3, 1, 1)
+        return (img * weights).sum(dim=-3, keepdim=True).expand_as(img).clone()
+
+
+def _geometry(size: Sequence[int], pad: int, flip: bool) -> list[torch.nn.Module]:
+    steps: list[torch.nn.Module] = [v2.Resize(tuple(size), antialias=True)]
+    if pad > 0:
+        steps += [v2.Pad(pad), v2.RandomCrop(tuple(size))]
+    if flip:
+        steps.append(v2.RandomHorizontalFlip())
+    return steps
+
+
+def _to_float() -> list[torch.nn.Module]:
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+
+
+def _normalise() -> v2.Normalize:
+    return v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+
+
+def train_transforms(
+    size: Sequence[int], pad: int = 4, flip: bool = True, channel_aug: bool = True
+) -> dict[str, Transform]:
+    """Training transforms by stream: ``visible``, ``visible_ca`` (channel-augmented) and ``ir``.
+
+    ``visible_ca`` always exchanges channels when ``channel_aug`` is on (it is the CA view of joint
+    learning); otherwise it equals ``visible``. IR images are random-grayscaled half the time, which
+    changes nothing for true single-band frames and evens out colour casts of 3-channel IR files.
+    """
+    geo, to_float = _geometry(size, pad, flip), _to_float()
+    visible = v2.Compose([*geo, *to_float, _normalise()])
+    ca = [RandomChannelExchange(1.0)] if channel_aug else []
+    visible_ca = v2.Compose([*geo, *to_float, *ca, _normalise()])
+    ir = v2.Compose([*geo, *to_float, RandomGrayscale3(0.5), _normalise()])
+    return {"visible": visible, "visible_ca": visible_ca, "ir": ir}
+
+
+def eval_transform(size: Sequence[int]) -> Transform:
+    """Deterministic evaluation transform: resize and normalise."""
+    return v2.Compose([v2.Resize(tuple(size), antialias=True), *_to_float(), _normalise()])
