@@ -1,0 +1,126 @@
+"""The TVI-FM model: two-stream backbone, CLIP text encoder, shared BNNeck head. Returns features.
+
+Losses live in :mod:`tvifm.losses` and evaluation in :mod:`tvifm.eval`; this module computes
+features only. Stage 1 (``base``) trains the backbone and head; stage 2 (``joint``) freezes the
+backbone (no gradients, BatchNorm statistics fixed) and trains the text encoder and the shared head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from tvifm.config.schema import Config
+from tvifm.data.base import Modality
+from tvifm.models.backbone import TwoStreamResNet
+from tvifm.models.heads import BNNeckHead, semantic_filtered_fusion
+from tvifm.models.text import TextEncoder, build_tokenizer
+
+Stage = Literal["base", "joint"]
+STREAMS = ("visible", "visible_ca", "ir", "fusion", "visible_text", "ir_text")
+
+
+class TVIFM(nn.Module):
+    """Text-enhanced VI-ReID model; see DESIGN.md section 2.
+
+    ``num_classes`` is the number of training identities of the identity classifier.
+    """
+
+    def __init__(self, cfg: Config, num_classes: int) -> None:
+        super().__init__()
+        b, t = cfg.backbone, cfg.text
+        self.backbone = TwoStreamResNet(
+            b.arch, weights=b.weights, last_stride=b.last_stride, gem_p=b.gem_p, tiny_widths=b.tiny_widths
+        )
+        self.dim = self.backbone.dim
+        self.text = TextEncoder(
+            t.arch,
+            self.dim,
+            checkpoint=t.checkpoint,
+            quick_gelu=t.quick_gelu,
+            context_length=t.context_length,
+        )
+        self.head = BNNeckHead(self.dim, num_classes)
+        self.num_classes = num_classes
+        self._tokenizer = None
+        self.stage: Stage = "base"
+
+    @property
+    def tokenizer(self):
+        """The CLIP BPE tokenizer, built on first use."""
+        if self._tokenizer is None:
+            self._tokenizer = build_tokenizer(self.text.arch.context_length)
+        return self._tokenizer
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """Token ids ``(B, context_length)`` on the model's device."""
+        return self.tokenizer(texts).to(self.head.bn.weight.device)
+
+    def encode_image(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
+        """Backbone features (before the BNNeck) of a batch of one modality."""
+        if self.stage == "joint":
+            with torch.no_grad():
+                return self.backbone(images, modality)
+        return self.backbone(images, modality)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Text features (before the BNNeck), projected to the backbone's feature size."""
+        return self.text(tokens)
+
+    def fuse(self, ir_image: torch.Tensor, visible_text: torch.Tensor, ir_text: torch.Tensor) -> torch.Tensor:
+        """Semantic filtered fusion of an IR image with the visible-side and IR descriptions."""
+        return semantic_filtered_fusion(ir_image, visible_text, ir_text)
+
+    def stream_features(self, batch: dict[str, Any], streams: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Pre-BNNeck features of each requested stream of a training batch.
+
+        Streams: ``visible``, ``visible_ca`` (channel-augmented visible), ``ir``, ``visible_text``,
+        ``ir_text`` and ``fusion`` (semantic filtered fusion of ``ir`` with both texts).
+        """
+        unknown = set(streams) - set(STREAMS)
+        if unknown:
+            raise ValueError(f"unknown streams {sorted(unknown)}; valid: {', '.join(STREAMS)}")
+        feats: dict[str, torch.Tensor] = {}
+        wanted = set(streams)
+        if wanted & {"visible", "visible_ca"}:
+            names = [n for n in ("visible", "visible_ca") if n in wanted]
+            out = self.encode_image(torch.cat([batch[n] for n in names]), "visible")
+            feats.update(zip(names, out.chunk(len(names)), strict=True))
+        if wanted & {"ir", "fusion"}:
+            feats["ir"] = self.encode_image(batch["ir"], "ir")
+        if wanted & {"visible_text", "ir_text", "fusion"}:
+            tokens = self.tokenize(list(batch["visible_text"]) + list(batch["ir_text"]))
+            feats["visible_text"], feats["ir_text"] = self.encode_text(tokens).chunk(2)
+        if "fusion" in wanted:
+            feats["fusion"] = self.fuse(feats["ir"], feats["visible_text"], feats["ir_text"])
+        return {name: feats[name] for name in streams}
+
+    def forward(self, batch: dict[str, Any], streams: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Features of the given streams stacked in order, their BNNeck features and identity logits."""
+        feats = self.stream_features(batch, streams)
+        stacked = torch.cat([feats[name] for name in streams])
+        bn, logits = self.head(stacked)
+        return {"features": stacked, "bn_features": bn, "logits": logits}
+
+    def set_stage(self, stage: Stage) -> None:
+        """Select which parameters train: the backbone and head (``base``) or text and head (``joint``)."""
+        if stage not in ("base", "joint"):
+            raise ValueError(f"stage must be 'base' or 'joint', got {stage!r}")
+        self.stage = stage
+        for p in self.backbone.parameters():
+            p.requires_grad = stage == "base"
+        for p in self.text.parameters():
+            p.requires_grad = stage == "joint"
+        if stage == "joint":
+            self.text.set_trainable()
+        for name, p in self.head.named_parameters():
+            p.requires_grad = name != "bn.bias"
+
+    def train(self, mode: bool = True) -> TVIFM:
+        super().train(mode)
+        if self.stage == "joint":
+            self.backbone.eval()  # frozen: keep its BatchNorm statistics fixed
+        return self
