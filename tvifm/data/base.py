@@ -42,7 +42,7 @@ class DatasetSplits:
     """Everything a loader returns for one dataset root.
 
     ``test_query`` and ``test_gallery`` are the full candidate sets of the default protocol (before any
-    per-trial gallery sampling); :func:`tvifm.data.protocols.eval_sets` derives the per-trial sets.
+    per-trial gallery sampling); the builders in :mod:`tvifm.eval.protocols` derive the per-trial sets.
     ``val_ids`` are training-side identities held out for checkpoint selection (never test identities).
     """
 
