@@ -96,3 +96,12 @@ def test_missing_saved_config_is_a_clear_error(tmp_path) -> None:
 
 def test_defaults_equal_the_tiny_preset_where_it_is_silent() -> None:
     assert load_config(None) == Config()
+
+
+def test_exponent_floats_work_in_overrides_and_yaml(tmp_path) -> None:
+    assert load_config("tiny", ["base.lr=1e-3"]).base.lr == 1e-3
+    path = tmp_path / "exp.yaml"
+    path.write_text("joint:\n  lr: 1e-5\n")
+    assert load_config(path).joint.lr == 1e-5
+    with pytest.raises(ConfigError, match=r"base\.lr: expected float"):
+        load_config("tiny", ["base.lr=fast"])

@@ -173,9 +173,19 @@ def _coerce_list(item_tp: Any, value: Any, key: str, meta: Mapping[str, Any]) ->
     return [_coerce(item_tp, v, f"{key}[{i}]", item_meta) for i, v in enumerate(value)]
 
 
+def _yaml11_float(text: str) -> float | str:
+    """YAML 1.1 reads ``3.5e-4`` and ``1e-3`` as strings; accept them as floats for float fields."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _check_scalar(tp: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if tp is float and isinstance(value, str):
+        value = _yaml11_float(value)
     if (tp is int and isinstance(value, bool)) or not isinstance(value, tp):
         raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
     low, high = meta.get("min"), meta.get("max")

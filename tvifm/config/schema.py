@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-
 Stream = Literal["visible", "visible_ca", "ir", "fusion", "visible_text", "ir_text"]
 
 

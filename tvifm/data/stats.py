@@ -83,3 +83,19 @@ def stats_for(name: str, root: str | os.PathLike[str], trial: int = 1) -> dict[s
     stats = dataset_stats(splits, load_text_for(splits))
     stats["trial"] = trial
     return stats
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """A short human-readable table of :func:`dataset_stats` output."""
+    tr, va, te, cap = stats["train"], stats["val"], stats["test"], stats["captions"]
+    lines = [
+        f"dataset {stats['dataset']} at {stats['root']}",
+        f"  train  {tr['ids']:>5} ids  {tr['visible']:>6} visible  {tr['ir']:>6} IR",
+        f"  val    {va['ids']:>5} ids  {va['visible']:>6} visible  {va['ir']:>6} IR",
+        f"  test   {te['ids']:>5} ids  {te['query']:>6} queries ({te['query_modality']})"
+        f"  {te['gallery']:>6} gallery candidates ({te['gallery_modality']})",
+        f"  captions {cap['images']}/{cap['of_images']} images ({cap['with_aug']} with a rephrasing)",
+    ]
+    if stats["skipped"]["count"]:
+        lines.append(f"  skipped {stats['skipped']['count']} unreadable images (see --json for examples)")
+    return "\n".join(lines)

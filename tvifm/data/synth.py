@@ -161,6 +161,21 @@ class SynthSummary:
         names |= {f"{split}_ids": f"exp/{split}_id.txt" for split in SPLITS}
         return {role: self.root / rel for role, rel in names.items()}
 
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready summary (what ``tvifm data synth`` prints)."""
+        return {
+            "root": str(self.root),
+            "ids": self.ids,
+            "train_ids": self.train_ids,
+            "val_ids": self.val_ids,
+            "test_ids": self.test_ids,
+            "visible_images": self.visible_images,
+            "ir_images": self.ir_images,
+            "captions": self.captions,
+            "reused": self.reused,
+            "paths": {k: str(v) for k, v in self.paths.items()},
+        }
+
 
 # ----------------------------------------------------------------------------------------------------
 # Arguments.

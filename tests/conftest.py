@@ -1,0 +1,53 @@
+"""Fixtures shared by every test layer: small SynthTri datasets and tiny training configs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tvifm.config import load_config
+from tvifm.config.schema import Config
+
+SMALL_SIZE = (64, 32)
+
+
+@pytest.fixture(scope="session")
+def small_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small SynthTri (36 identities, 64x32), generated once per test session."""
+    from tvifm.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synth") / "synthtri"
+    generate(root, ids=36, seed=3, image_size=SMALL_SIZE, images_per_cam=(3, 3), progress=False, workers=1)
+    return root
+
+
+def _tiny_config(root: Path, *overrides: str) -> Config:
+    return load_config(
+        "tiny",
+        [
+            f"data.root={root}",
+            "data.image_size=[64, 32]",
+            "data.ids_per_batch=4",
+            "data.images_per_modality=2",
+            "backbone.tiny_widths=[16, 16, 32, 32]",
+            "text.context_length=48",
+            "eval.trials=2",
+            "eval.val_trials=1",
+            "base.epochs=2",
+            "base.warmup_epochs=0",
+            "base.batches_per_epoch=4",
+            "joint.epochs=2",
+            "joint.warmup_epochs=0",
+            "joint.batches_per_epoch=4",
+            *overrides,
+        ],
+    )
+
+
+@pytest.fixture
+def tiny_cfg(small_synth: Path) -> Callable[..., Config]:
+    """``tiny_cfg(*overrides)``: the tiny preset on :func:`small_synth`, shrunk for tests (small images,
+    narrow backbone, two short epochs per stage)."""
+    return lambda *overrides: _tiny_config(small_synth, *overrides)

@@ -1,0 +1,124 @@
+"""Both training stages on a small SynthTri: losses fall, retrieval beats chance, runs resume exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tvifm.cli import main as cli
+from tvifm.engine.checkpoint import CheckpointError
+from tvifm.engine.evaluate import evaluate_run
+from tvifm.engine.trainer import train
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_stages_learn_and_beat_random_retrieval(tiny_cfg, tmp_path) -> None:
+    cfg = tiny_cfg("base.epochs=4", "base.batches_per_epoch=8", "base.lr=1e-3")
+    base = train(cfg, "base", tmp_path / "base", progress=False)
+    losses = [h.losses["total"] for h in base.history]
+    assert losses[-1] < losses[0]
+    assert (tmp_path / "base" / "model.safetensors").is_file()
+    assert (tmp_path / "base" / "config.yaml").is_file()
+
+    joint = train(cfg, "joint", tmp_path / "joint", init=tmp_path / "base", progress=False)
+    assert joint.best_val is not None and "ensemble" in joint.best_val
+    report = evaluate_run(tmp_path / "joint", trials=2, progress=False)
+    all_search = report["protocols"]["all-single"]
+    n_ids = report_test_ids(report)
+    for mode in ("ir", "fusion", "ensemble"):
+        # random ranking finds the right identity first with probability 1 / (number of identities)
+        assert all_search[mode]["rank1"] > 2.0 / n_ids, mode
+    assert set(report["protocols"]) == {"all-single", "indoor-single", "rgb2ir"}
+
+
+def report_test_ids(report: dict) -> int:
+    from tvifm.data.registry import load_dataset
+
+    return len(load_dataset("synth", report["root"]).test_ids)
+
+
+class KilledError(RuntimeError):
+    pass
+
+
+def test_killed_run_resumes_from_its_last_checkpoint_and_matches_an_uninterrupted_one(
+    tiny_cfg, tmp_path
+) -> None:
+    cfg = tiny_cfg("base.epochs=3")
+    straight = train(cfg, "base", tmp_path / "straight", progress=False)
+
+    def kill_after_first_epoch(log) -> None:
+        if log.epoch == 0:
+            raise KilledError
+
+    with pytest.raises(KilledError):
+        train(cfg, "base", tmp_path / "resumed", callbacks=[kill_after_first_epoch], progress=False)
+    resumed = train(cfg, "base", tmp_path / "resumed", progress=False)
+    assert [h.epoch for h in resumed.history] == [0, 1, 2]
+    for a, b in zip(straight.history, resumed.history, strict=True):
+        assert a.losses["total"] == pytest.approx(b.losses["total"], rel=1e-4)
+    assert resumed.best_epoch == straight.best_epoch
+
+    with pytest.raises(CheckpointError, match="different config"):
+        train(tiny_cfg("base.epochs=3", "base.lr=0.1"), "base", tmp_path / "resumed", progress=False)
+
+
+def test_cli_train_and_evaluate_json(tiny_cfg, small_synth, tmp_path, capsys) -> None:
+    overrides = [
+        f"{k}={v}" for k, v in _flat(tiny_cfg()).items() if k.startswith(("data.", "backbone.", "text."))
+    ]
+    run = tmp_path / "run"
+    assert (
+        cli(
+            [
+                "train",
+                "--stage",
+                "base",
+                "--root",
+                str(small_synth),
+                "--out",
+                str(run),
+                "base.epochs=1",
+                *overrides,
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert cli(["evaluate", "--checkpoint", str(run), "--mode", "ir", "--trials", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    metrics = report["protocols"]["all-single"]["ir"]
+    assert set(metrics) >= {"rank1", "rank5", "rank10", "rank20", "mAP", "mINP"}
+    assert 0.0 <= metrics["mINP"] <= metrics["mAP"] <= 1.0 or metrics["mINP"] <= 1.0
+    assert cli(["evaluate", "--checkpoint", str(tmp_path / "missing"), "--json"]) == 2
+    assert (
+        cli(
+            [
+                "train",
+                "--stage",
+                "joint",
+                "--root",
+                str(small_synth),
+                "--out",
+                str(tmp_path / "j"),
+                "--init",
+                str(tmp_path / "missing"),
+                *overrides,
+            ]
+        )
+        == 2
+    )
+
+
+def _flat(cfg) -> dict[str, str]:
+    from tvifm.config import to_dict
+
+    out = {}
+    for section, values in to_dict(cfg).items():
+        if isinstance(values, dict):
+            for k, v in values.items():
+                if not isinstance(v, dict) and v is not None:
+                    out[f"{section}.{k}"] = json.dumps(v)
+    return out

@@ -1,0 +1,133 @@
+"""Evaluation of a model on a dataset split: protocols x query modes, trial-averaged.
+
+Used for checkpoint selection on the validation identities during training (never the test set) and by
+``tvifm evaluate`` on the test split. Embeddings are computed once per sample and mode; every trial of
+every protocol then only indexes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tvifm.config.schema import Config
+from tvifm.data.base import DatasetSplits, EvalSet, Sample
+from tvifm.data.sidecars import TextIndex
+from tvifm.engine.inference import build_query_bank, gallery_embeddings
+from tvifm.errors import TvifmError
+from tvifm.eval import evaluate_sets, llcm_eval_sets, regdb_eval_sets, sysu_eval_sets
+from tvifm.models.tvifm import TVIFM
+
+SYSU_LIKE = ("sysu", "synth")
+
+
+def protocol_sets(
+    dataset: str,
+    visible: Sequence[Sample],
+    ir: Sequence[Sample],
+    *,
+    trials: int,
+    seed: int,
+    shot: str = "single",
+    trial_id: int = 0,
+) -> dict[str, list[EvalSet]]:
+    """Every standard evaluation of ``dataset`` on the given samples, by name.
+
+    SYSU-MM01/SynthTri: all-search and indoor-search IR->RGB with the configured shot, plus RGB->IR
+    (1 IR image per identity and camera per trial). RegDB and LLCM: both directions.
+    """
+    if dataset in SYSU_LIKE:
+        sets = {
+            f"all-{shot}": sysu_eval_sets(ir, visible, "all", shot, trials, seed),
+            f"indoor-{shot}": sysu_eval_sets(ir, visible, "indoor", shot, trials, seed),
+            "rgb2ir": llcm_eval_sets(visible, ir, "rgb2ir", trials, seed),
+        }
+        for es in sets["rgb2ir"]:
+            es.name = "rgb2ir"
+        return sets
+    if dataset == "regdb":
+        return {d: regdb_eval_sets(visible, ir, d, trial_id) for d in ("ir2rgb", "rgb2ir")}
+    if dataset == "llcm":
+        return {d: llcm_eval_sets(visible, ir, d, trials, seed) for d in ("ir2rgb", "rgb2ir")}
+    raise TvifmError(f"no evaluation protocol for dataset {dataset!r}; valid: sysu, synth, regdb, llcm")
+
+
+def evaluate_model(
+    model: TVIFM,
+    sets: dict[str, list[EvalSet]],
+    text: TextIndex | None,
+    cfg: Config,
+    modes: Sequence[str] = ("ir", "text", "fusion", "ensemble"),
+    progress: bool = False,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{evaluation name: {mode: metrics}}``; reverse-direction evaluations use image features only."""
+    size, batch, seed = cfg.data.image_size, cfg.eval.batch_size, cfg.eval.seed
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    feats: dict[tuple[str, str], dict[Sample, np.ndarray]] = {}
+    for name, eval_sets in sets.items():
+        queries = _distinct(s for es in eval_sets for s in es.query)
+        gallery = _distinct(s for es in eval_sets for s in es.gallery)
+        reverse = queries[0].modality == "visible"
+        key_g = ("gallery", gallery[0].modality)
+        if key_g not in feats or not set(gallery) <= feats[key_g].keys():
+            emb = gallery_embeddings(model, gallery, size, batch, progress)
+            feats.setdefault(key_g, {}).update(zip(gallery, emb.numpy(), strict=True))
+        if reverse:
+            q_modes = {"rgb2ir": gallery_embeddings(model, queries, size, batch, progress)}
+        else:
+            pool = [s for es in eval_sets for s in es.gallery]
+            wanted = [m for m in modes if m != "rgb2ir"]
+            bank = build_query_bank(
+                model, queries, pool, text, size, modes=wanted, seed=seed, batch_size=batch, progress=progress
+            )
+            q_modes = bank.embeddings
+        results[name] = {}
+        for mode, q_emb in q_modes.items():
+            q_map = dict(zip(queries, q_emb.numpy(), strict=True))
+            summary = evaluate_sets(eval_sets, q_map, feats[key_g], "cosine", cfg.eval.max_rank)
+            results[name][mode] = summary.to_dict()
+    return results
+
+
+def _distinct(samples) -> list[Sample]:
+    return list(dict.fromkeys(samples))
+
+
+@dataclass
+class ValidationSet:
+    """The validation evaluation used for checkpoint selection (validation identities only)."""
+
+    name: str
+    sets: dict[str, list[EvalSet]]
+    text: TextIndex | None
+
+    @classmethod
+    def from_splits(cls, splits: DatasetSplits, text: TextIndex | None, cfg: Config) -> ValidationSet:
+        if not splits.val_visible or not splits.val_ir:
+            raise TvifmError(
+                f"{splits.root}: no validation identities; checkpoint selection needs a validation split "
+                "(SYSU-MM01 exp/val_id.txt, or data.val_fraction > 0 for datasets without one)"
+            )
+        all_sets = protocol_sets(
+            splits.name, splits.val_visible, splits.val_ir, trials=cfg.eval.val_trials, seed=cfg.eval.seed
+        )
+        first = next(iter(all_sets))
+        return cls(first, {first: all_sets[first]}, text)
+
+    def modes(self, stage: str) -> tuple[str, ...]:
+        if stage == "base" or self.text is None:
+            return ("ir",)
+        return ("ir", "text", "fusion", "ensemble")
+
+    def score(self, val: dict[str, dict[str, float]], stage: str) -> tuple[float, float]:
+        """Selection score: (Rank-1, mAP) of the stage's main query mode."""
+        mode = "ensemble" if "ensemble" in val else "ir"
+        return (val[mode]["rank1"], val[mode]["mAP"])
+
+
+def validate(model: TVIFM, val: ValidationSet, stage: str, cfg: Config) -> dict[str, dict[str, float]]:
+    """``{mode: metrics}`` on the validation identities."""
+    results = evaluate_model(model, val.sets, val.text, cfg, val.modes(stage))
+    return results[val.name]
