@@ -121,6 +121,33 @@ class JointConfig(StageConfig):
 
 
 @dataclass
+class DistConfig:
+    """Ray Train + DeepSpeed (``jobs/train.py``)."""
+
+    stages: list[Literal["base", "joint"]] = field(default_factory=lambda: ["base", "joint"])
+    num_workers: int = _num(1, min=1)
+    use_gpu: bool = False
+    cpus_per_worker: int = _num(2, min=1)  # also the torch threads of each worker
+    zero_stage: int = _num(2, min=0, max=2)
+    max_failures: int = _num(2, min=-1)  # -1: retry forever
+    storage_path: str = "runs/ray"  # Ray Train checkpoints and results: local path or s3://bucket/prefix
+    run_name: str = ""  # default: <config name>; a re-run with the same name resumes
+    ray_address: str = ""  # empty: the RAY_ADDRESS environment variable, else a local Ray
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow tracking and model registry."""
+
+    enabled: bool = True
+    uri: str = ""  # empty: MLFLOW_TRACKING_URI, else a local server the job starts (runs/mlflow)
+    local_root: str = "runs/mlflow"  # SQLite store and artifacts of the embedded server
+    experiment: str = "tvifm"
+    registered_model: str = "tvifm"
+    timeout_s: float = _num(10.0, min=0.1)  # how long to wait for the server before failing
+
+
+@dataclass
 class Config:
     """Root configuration; presets in ``tvifm/config/presets/*.yaml`` override these defaults."""
 
@@ -134,5 +161,7 @@ class Config:
     text: TextConfig = field(default_factory=TextConfig)
     base: StageConfig = field(default_factory=StageConfig)
     joint: JointConfig = field(default_factory=JointConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # mixed precision when a GPU is present (ignored on CPU)

@@ -37,13 +37,19 @@ Stage = Literal["base", "joint"]
 
 
 class StepRunner(Protocol):
-    """One optimisation step on a loss; owns the optimiser (and its state for checkpoints)."""
+    """One optimisation step on a loss; owns the optimiser and saves/restores its state.
+
+    ``module`` is what the loop calls for the forward pass (the model, or an engine wrapping it).
+    """
+
+    module: Callable[..., dict[str, torch.Tensor]]
 
     def step(self, loss: torch.Tensor) -> None: ...
     def lr(self) -> float: ...
     def epoch_end(self) -> None: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]: ...
+    def save_state(self, directory: Path) -> None: ...
+    def load_state(self, directory: Path) -> None: ...
 
 
 class PlainRunner:
@@ -59,6 +65,7 @@ class PlainRunner:
         self.grad_clip = stage_cfg.grad_clip
         self.amp = amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.module = model
 
     def step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -75,10 +82,15 @@ class PlainRunner:
     def epoch_end(self) -> None:
         self.scheduler.step()
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+    def mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
+        return values
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def save_state(self, directory: Path) -> None:
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        ckpt.save_state(state, directory, "runner")
+
+    def load_state(self, directory: Path) -> None:
+        state = ckpt.load_state(directory, "runner")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
@@ -107,6 +119,8 @@ class TrainResult:
 
 
 EpochCallback = Callable[[EpochLog], None]
+# called on every rank after each epoch's checkpoint is complete in run_dir (e.g. to report it to Ray)
+CheckpointSink = Callable[[Path, EpochLog], None]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -151,9 +165,11 @@ class Trainer:
         world_size: int = 1,
         runner_factory: Callable[[nn.Module, StageConfig], StepRunner] | None = None,
         callbacks: Sequence[EpochCallback] = (),
+        checkpoint_sink: CheckpointSink | None = None,
         progress: bool = True,
     ) -> None:
         self.cfg, self.stage, self.run_dir = cfg, stage, Path(run_dir)
+        self.checkpoint_sink = checkpoint_sink
         self.scfg = stage_config(cfg, stage)
         self.rank, self.world_size = rank, world_size
         self.progress = progress and rank == 0
@@ -214,11 +230,14 @@ class Trainer:
                     best = (score, epoch, log.val)
                     log.best = True
             history.append(log)
-            if self.rank == 0:
-                self._save(epoch, best, history, log.best)
+            self._save(epoch, best, history, log.best)
+            if self.checkpoint_sink is not None:
+                self.checkpoint_sink(self.run_dir, log)
             for callback in self.callbacks:
                 callback(log)
         if best is None:
+            if self.rank != 0:  # only rank 0 validates and selects
+                return TrainResult(self.run_dir, -1, None, history)
             raise ckpt.CheckpointError(f"{self.run_dir}: no epoch was validated; nothing to select")
         return TrainResult(self.run_dir, best[1], best[2], history)
 
@@ -244,7 +263,7 @@ class Trainer:
             bar.set_postfix(loss=f"{parts['total']:.3f}")
         lr = self.runner.lr()
         self.runner.epoch_end()
-        losses = {k: v / max(steps, 1) for k, v in totals.items()}
+        losses = self.runner.mean_over_ranks({k: v / max(steps, 1) for k, v in totals.items()})
         return EpochLog(epoch, losses, lr, time.perf_counter() - t0, images)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
@@ -252,7 +271,7 @@ class Trainer:
         batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         streams = list(self.scfg.streams)
         with torch.autocast(self.device.type, enabled=self.cfg.amp and self.device.type == "cuda"):
-            out = self.model(batch, streams)
+            out = self.runner.module(batch, streams)
             labels = batch["label"].repeat(len(streams))
             parts = self.loss_fn(out["features"].float(), out["logits"].float(), labels)
         self.runner.step(parts["total"])
@@ -260,7 +279,25 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------------
     def _save(self, epoch: int, best: tuple | None, history: list[EpochLog], is_best: bool) -> None:
-        meta = {
+        """Write this epoch's state: ``last/`` on every rank (runner state may be sharded), the run
+        files (selected model, meta, history) on rank 0."""
+        tmp = self.run_dir / (ckpt.LAST_DIR + ".tmp")
+        history_json = [log.__dict__ for log in history]
+        if self.rank == 0:
+            if is_best:
+                ckpt.save_model(self.model, self.run_dir / ckpt.MODEL_FILE)
+            ckpt.save_model(self.model, tmp / ckpt.MODEL_FILE)
+            ckpt.write_json(tmp / "trainer.json", {"epoch": epoch, "best": _best_json(best)})
+            ckpt.write_json(tmp / "history.json", history_json)
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.runner.save_state(tmp)
+        ckpt.replace_dir(tmp, self.run_dir / ckpt.LAST_DIR)
+        if self.rank == 0:
+            ckpt.write_json(self.run_dir / ckpt.META_FILE, self._meta(epoch, best))
+            ckpt.write_json(self.run_dir / "history.json", history_json)
+
+    def _meta(self, epoch: int, best: tuple | None) -> dict[str, Any]:
+        return {
             "stage": self.stage,
             "dataset": self.cfg.data.dataset,
             "num_classes": self.source.num_classes,
@@ -268,18 +305,9 @@ class Trainer:
             "best_epoch": best[1] if best else None,
             "best_val": best[2] if best else None,
             "epochs_done": epoch + 1,
+            "world_size": self.world_size,
             "skipped_images": self.skipped.to_dict(),
         }
-        if is_best:
-            ckpt.save_model(self.model, self.run_dir / ckpt.MODEL_FILE)
-        tmp = self.run_dir / (ckpt.LAST_DIR + ".tmp")
-        ckpt.save_model(self.model, tmp / ckpt.MODEL_FILE)
-        ckpt.save_state(self.runner.state_dict(), tmp, "runner")
-        ckpt.write_json(tmp / "trainer.json", {"epoch": epoch, "best": _best_json(best)})
-        ckpt.write_json(tmp / "history.json", [log.__dict__ for log in history])
-        ckpt.replace_dir(tmp, self.run_dir / ckpt.LAST_DIR)
-        ckpt.write_json(self.run_dir / ckpt.META_FILE, meta)
-        ckpt.write_json(self.run_dir / "history.json", [log.__dict__ for log in history])
 
     def _resume(self) -> tuple[int, tuple | None, list[EpochLog]]:
         last = self.run_dir / ckpt.LAST_DIR
@@ -292,7 +320,7 @@ class Trainer:
                 "or choose a new --out directory"
             )
         ckpt.load_model(self.model, last / ckpt.MODEL_FILE)
-        self.runner.load_state_dict(ckpt.load_state(last, "runner"))
+        self.runner.load_state(last)
         state = ckpt.read_json(last / "trainer.json")
         history = [EpochLog(**h) for h in ckpt.read_json(last / "history.json")]
         best = state["best"]

@@ -87,7 +87,7 @@ def evaluate_model(
         for mode, q_emb in q_modes.items():
             q_map = dict(zip(queries, q_emb.numpy(), strict=True))
             summary = evaluate_sets(eval_sets, q_map, feats[key_g], "cosine", cfg.eval.max_rank)
-            results[name][mode] = summary.to_dict()
+            results[name][mode] = {**summary.to_dict(), "cmc": [float(v) for v in summary.cmc]}
     return results
 
 

@@ -26,7 +26,7 @@ class GeM(nn.Module):
 
     def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
         super().__init__()
-        self.p = nn.Parameter(torch.tensor(float(p)))
+        self.p = nn.Parameter(torch.full((1,), float(p)))  # 1-d: DeepSpeed cannot broadcast 0-d params
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
