@@ -62,7 +62,7 @@ class RandomGrayscale3(torch.nn.Module):
 
 
 def _geometry(size: Sequence[int], pad: int, flip: bool) -> list[torch.nn.Module]:
-    steps: list[torch.nn.Module] = [v2.Resize(tuple(size), antialias=True)]
+    steps: list[torch.nn.Module] = []
     if pad > 0:
         steps += [v2.Pad(pad), v2.RandomCrop(tuple(size))]
     if flip:
@@ -78,10 +78,22 @@ def _normalise() -> v2.Normalize:
     return v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
 
 
+def to_training_tensor(img: Image.Image, size: Sequence[int]) -> torch.Tensor:
+    """Resize a decoded image to ``size`` (height, width) once: a uint8 ``(3, H, W)`` tensor that the
+    training transforms take (so the deterministic resize is not repeated every epoch)."""
+    height, width = size
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
+    return v2.functional.pil_to_tensor(img.convert("RGB"))
+
+
 def train_transforms(
     size: Sequence[int], pad: int = 4, flip: bool = True, channel_aug: bool = True
 ) -> dict[str, Transform]:
     """Training transforms by stream: ``visible``, ``visible_ca`` (channel-augmented) and ``ir``.
+
+    They take the uint8 tensors of :func:`to_training_tensor` (already at ``size``) and apply
+    pad + random crop, flip, scaling to [0, 1], the stream's colour transform and normalisation.
 
     ``visible_ca`` always exchanges channels when ``channel_aug`` is on (it is the CA view of joint
     learning); otherwise it equals ``visible``. IR images are random-grayscaled half the time, which

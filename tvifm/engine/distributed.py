@@ -15,9 +15,7 @@ Ray and DeepSpeed are imported only here (and only inside functions).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -127,16 +125,6 @@ class StageOutcome:
     best_val: dict[str, Any] | None
 
 
-def _local_dataset(root: str) -> str:
-    """A local copy of an ``s3://`` dataset (cached by URI), or the local root itself."""
-    if not storage.is_s3(root):
-        return root
-    cache = Path(os.environ.get("TVIFM_CACHE", Path.home() / ".cache" / "tvifm")) / "datasets"
-    dest = cache / hashlib.sha256(root.encode()).hexdigest()[:16]
-    storage.download_tree(root, dest)
-    return str(dest)
-
-
 def _local_run(uri: str | None) -> Path | None:
     """A local copy of an exported run directory (``s3://`` is downloaded), or None."""
     if not uri:
@@ -195,7 +183,6 @@ def train_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.dist.cpus_per_worker)
-    cfg.data.root = _local_dataset(cfg.data.root)
     run_dir = Path(tempfile.mkdtemp(prefix=f"tvifm-{stage}-r{rank}-"))
     _restore_into(run_dir)
     init = _local_run(config.get("init_uri"))

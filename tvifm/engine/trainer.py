@@ -27,7 +27,7 @@ from tvifm.data.images import SkipReport
 from tvifm.data.registry import load_dataset
 from tvifm.data.sidecars import load_text_for
 from tvifm.engine import checkpoint as ckpt
-from tvifm.engine.data import TrainSource, build_loader, ensure_validation, train_source
+from tvifm.engine.data import TrainSource, build_loader, dataset_root, ensure_validation, train_source
 from tvifm.engine.schedule import build_scheduler
 from tvifm.engine.validation import ValidationSet, validate
 from tvifm.losses import ReIDLoss
@@ -170,6 +170,7 @@ class Trainer:
     ) -> None:
         self.cfg, self.stage, self.run_dir = cfg, stage, Path(run_dir)
         self.checkpoint_sink = checkpoint_sink
+        self.resumes: list[int] = []
         self.scfg = stage_config(cfg, stage)
         self.rank, self.world_size = rank, world_size
         self.progress = progress and rank == 0
@@ -177,7 +178,9 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.skipped = SkipReport()
         splits = ensure_validation(
-            load_dataset(cfg.data.dataset, cfg.data.root, cfg.data.trial), cfg.data.val_fraction, cfg.seed
+            load_dataset(cfg.data.dataset, dataset_root(cfg.data.root), cfg.data.trial),
+            cfg.data.val_fraction,
+            cfg.seed,
         )
         text = load_text_for(splits)
         self.source: TrainSource = train_source(splits, text)
@@ -287,7 +290,9 @@ class Trainer:
             if is_best:
                 ckpt.save_model(self.model, self.run_dir / ckpt.MODEL_FILE)
             ckpt.save_model(self.model, tmp / ckpt.MODEL_FILE)
-            ckpt.write_json(tmp / "trainer.json", {"epoch": epoch, "best": _best_json(best)})
+            ckpt.write_json(
+                tmp / "trainer.json", {"epoch": epoch, "best": _best_json(best), "resumes": self.resumes}
+            )
             ckpt.write_json(tmp / "history.json", history_json)
         tmp.mkdir(parents=True, exist_ok=True)
         self.runner.save_state(tmp)
@@ -306,6 +311,7 @@ class Trainer:
             "best_val": best[2] if best else None,
             "epochs_done": epoch + 1,
             "world_size": self.world_size,
+            "resumes": self.resumes,  # epochs at which training resumed from a checkpoint
             "skipped_images": self.skipped.to_dict(),
         }
 
@@ -325,6 +331,7 @@ class Trainer:
         history = [EpochLog(**h) for h in ckpt.read_json(last / "history.json")]
         best = state["best"]
         best_t = (tuple(best["score"]), best["epoch"], best["val"]) if best else None
+        self.resumes = [*state.get("resumes", []), state["epoch"] + 1]
         return state["epoch"] + 1, best_t, history
 
 

@@ -1,0 +1,470 @@
+"""The batch captioning job on Ray Data: caption every image of a dataset, augment, write Parquet + sidecars.
+
+Flow for a dataset ``root`` (local folder or ``s3://bucket/prefix``), output folder ``out`` (default
+``<root>/Text/captions``)::
+
+    list images -> out/manifest.parquet (rel, modality, uri)
+    per modality: ray.data.read_parquet(manifest) -> filter(not done)
+        -> map_batches(CaptionStage, actor pool of caption.actors; GPUs when the cluster has them)
+        -> map_batches(AugmentStage) -> map_batches(write_part): out/parts/<modality>/part-<hash>.parquet
+    all parts -> out/captions.parquet, Text/Blip_RGB|Blip_IR/caption_llm_dict_*.json, out/report.json
+
+Resumable: every batch lands in its own Parquet part, written atomically (temporary file + rename, or one
+S3 PUT) under a name derived from the images it holds; a re-run computes the done-set from the existing
+parts and captions only the rest, and the final tables keep one row per image. A corrupt or unreadable
+image becomes a ``skipped`` row with its reason (listed in the report, retried by the next run) and never
+stops the job. Ray is imported when the job runs; without a running Ray the job starts a local one
+(``num_cpus=caption.num_cpus``) and shuts it down at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tqdm import tqdm
+
+from tvifm.data import storage
+from tvifm.data.base import Modality
+from tvifm.data.images import EMPTY_FILE, IMAGE_SUFFIXES, SkipReport
+from tvifm.data.sidecars import MODALITY_DIRS, TEXT_DIR, Caption, caption_dict_path, write_caption_dict
+from tvifm.errors import ConfigError, DatasetError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from PIL import Image
+
+    from tvifm.captioning.config import CaptionConfig
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.parquet"
+PARTS = "parts"
+CAPTIONS = "captions.parquet"
+REPORT = "report.json"
+COLUMNS = ("rel", "modality", "description", "aug_description", "status", "reason")
+OK, SKIPPED = "ok", "skipped"
+SYSU_CAMS: dict[int, Modality] = {1: "visible", 2: "visible", 4: "visible", 5: "visible", 3: "ir", 6: "ir"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Manifest: which images exist and which modality each belongs to.
+
+
+def modality_of(dataset: str, rel: str) -> Modality | None:
+    """The modality of image ``rel`` in a dataset layout (DESIGN.md 3); ``None`` for other files."""
+    parts = rel.split("/")
+    if dataset in ("sysu", "synth"):
+        cam = parts[0][3:] if parts[0].startswith("cam") else ""
+        return SYSU_CAMS.get(int(cam)) if cam.isdigit() and len(parts) >= 3 else None
+    if dataset == "regdb":
+        return {"Visible": "visible", "Thermal": "ir"}.get(parts[0])
+    if dataset == "llcm":
+        lowered = [p.lower() for p in parts[:-1]]
+        if any("nir" in p for p in lowered):
+            return "ir"
+        return "visible" if any("vis" in p for p in lowered) else None
+    raise ConfigError(f"unknown dataset {dataset!r} for captioning; valid: sysu, synth, regdb, llcm")
+
+
+def build_manifest(root: str, dataset: str, endpoint: str | None = None) -> list[dict[str, str]]:
+    """Rows ``{rel, modality, uri}`` for every image below ``root`` (outside ``Text/``), sorted by rel."""
+    rows = []
+    for uri in storage.list_files(root, suffix=tuple(IMAGE_SUFFIXES), endpoint=endpoint):
+        rel = storage.relative(uri, root)
+        if rel.startswith(TEXT_DIR + "/"):
+            continue
+        modality = modality_of(dataset, rel)
+        if modality is not None:
+            rows.append({"rel": rel, "modality": modality, "uri": uri})
+    if not rows:
+        raise DatasetError(
+            f"no {dataset} images found below the dataset root; expected the {dataset} layout "
+            "(e.g. camN/PPPP/NNNN.jpg for sysu/synth)",
+            path=root,
+        )
+    return sorted(rows, key=lambda r: r["rel"])
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    """``table`` serialised as one Parquet file."""
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def read_table(uri: str, endpoint: str | None = None) -> pa.Table:
+    """One Parquet file through the pyarrow filesystem of ``uri`` (local or S3)."""
+    import pyarrow.parquet as pq
+
+    fs, path = storage.arrow_filesystem(uri, endpoint)
+    return pq.read_table(path, filesystem=fs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stages run by Ray Data (plain classes and functions, picklable, Ray-free).
+
+
+def load_image(uri: str, endpoint: str | None = None) -> tuple[Image.Image | None, str]:
+    """Decode the image at ``uri`` in RGB; ``(None, reason)`` when it is missing, empty or corrupt."""
+    from PIL import Image
+
+    try:
+        data = storage.read_bytes(uri, endpoint)
+    except storage.StorageError as err:
+        return None, str(err)
+    if not data:
+        return None, EMPTY_FILE
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return img.convert("RGB"), ""
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+        return None, f"{type(err).__name__}: {err}"
+
+
+class CaptionStage:
+    """Map-batches actor: load one captioner, caption a batch of manifest rows (skipping bad images)."""
+
+    def __init__(
+        self, checkpoint: str, modality: str, threads: int, filter_colours: bool, endpoint: str | None
+    ) -> None:
+        import torch
+
+        from tvifm.captioning.model import load_captioner
+
+        torch.set_num_threads(threads)
+        self.captioner = load_captioner(checkpoint, endpoint=endpoint)
+        self.modality = modality
+        self.filter_colours = filter_colours and modality == "ir"
+        self.endpoint = endpoint
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        """Caption the images of ``batch`` (columns rel, modality, uri); one output row per input row."""
+        from tvifm.text.colour import strip_colours
+
+        rels, uris = [str(r) for r in batch["rel"]], [str(u) for u in batch["uri"]]
+        loaded = [load_image(uri, self.endpoint) for uri in uris]
+        good = [i for i, (img, _) in enumerate(loaded) if img is not None]
+        texts = self.captioner.caption([loaded[i][0] for i in good]) if good else []
+        by_index = dict(zip(good, texts, strict=True))
+        out: dict[str, list[str]] = {name: [] for name in COLUMNS}
+        for i, rel in enumerate(rels):
+            text = by_index.get(i, "")
+            if self.filter_colours:
+                text = strip_colours(text)
+            ok = i in by_index
+            _append(out, rel, self.modality, text, "", OK if ok else SKIPPED, "" if ok else loaded[i][1])
+        return out
+
+
+def _append(out: dict[str, list[str]], *values: str) -> None:
+    for name, value in zip(COLUMNS, values, strict=True):
+        out[name].append(value)
+
+
+class AugmentStage:
+    """Map-batches actor: fill ``aug_description`` of the captioned rows with the configured augmenter."""
+
+    def __init__(self, kind: str, options: dict[str, Any]) -> None:
+        from tvifm.text.augment import build_augmenter
+
+        self.augmenter = build_augmenter(kind, **options)  # type: ignore[arg-type]
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        """The batch with ``aug_description`` set for every ``ok`` row."""
+        out = {name: [str(v) for v in batch[name]] for name in COLUMNS}
+        ok = [i for i, status in enumerate(out["status"]) if status == OK]
+        modality = out["modality"][0] if out["modality"] else "visible"
+        augmented = self.augmenter.augment([out["description"][i] for i in ok], modality) if ok else []
+        for i, text in zip(ok, augmented, strict=True):
+            out["aug_description"][i] = text
+        return out
+
+
+def part_name(rels: Iterable[str]) -> str:
+    """A part file name derived from the images it holds (a retried batch overwrites, never duplicates)."""
+    digest = hashlib.sha1("\n".join(sorted(rels)).encode()).hexdigest()[:20]
+    return f"part-{digest}.parquet"
+
+
+def write_part(batch: dict[str, Any], parts_dir: str, endpoint: str | None) -> dict[str, list[Any]]:
+    """Write one batch as an atomic Parquet part; returns a one-row summary (part, rows, ok)."""
+    import pyarrow as pa
+
+    table = pa.table({name: [str(v) for v in batch[name]] for name in COLUMNS})
+    rels = table.column("rel").to_pylist()
+    uri = storage.join(parts_dir, part_name(rels))
+    storage.write_bytes(uri, table_bytes(table), endpoint)
+    ok = sum(1 for status in table.column("status").to_pylist() if status == OK)
+    return {"part": [uri], "rows": [len(rels)], "ok": [ok]}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Driver.
+
+
+@dataclass
+class ModalityCounts:
+    """Images of one modality: in the manifest, already done before this run, captioned now, skipped."""
+
+    total: int = 0
+    done_before: int = 0
+    captioned_now: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class CaptionJobResult:
+    """What a captioning run did and where it wrote."""
+
+    output: str
+    counts: dict[str, ModalityCounts] = field(default_factory=dict)
+    skipped: SkipReport = field(default_factory=SkipReport)
+    sidecars: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (what ``report.json`` holds)."""
+        return {
+            "output": self.output,
+            "counts": {m: vars(c) for m, c in self.counts.items()},
+            "skipped": self.skipped.to_dict(),
+            "sidecars": self.sidecars,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def checkpoint_for(ccfg: CaptionConfig, modality: str) -> str:
+    """The captioner directory the job uses for ``modality``."""
+    explicit = ccfg.rgb_checkpoint if modality == "visible" else ccfg.ir_checkpoint
+    return explicit or storage.join(ccfg.captioner_dir, "rgb" if modality == "visible" else "ir")
+
+
+def output_dir(root: str, ccfg: CaptionConfig) -> str:
+    """Where Parquet parts, the final table and the report go."""
+    return ccfg.output or storage.join(root, TEXT_DIR, "captions")
+
+
+def run_caption_job(
+    root: str, ccfg: CaptionConfig, dataset: str = "synth", progress: bool = True
+) -> CaptionJobResult:
+    """Caption every image of the dataset at ``root`` (see the module doc); returns what was done."""
+    started = time.perf_counter()
+    endpoint = ccfg.s3_endpoint
+    root = str(root) if storage.is_s3(root) else str(Path(root).resolve())
+    _check_checkpoints(ccfg)
+    out = output_dir(root, ccfg)
+    rows = build_manifest(root, dataset, endpoint)
+    manifest_uri = storage.join(out, MANIFEST)
+    storage.write_bytes(manifest_uri, table_bytes(_rows_table(rows)), endpoint)
+    result = CaptionJobResult(output=out)
+    with ray_session(ccfg.num_cpus):
+        for modality in ccfg.modalities:
+            result.counts[modality] = _run_modality(manifest_uri, rows, out, modality, ccfg, progress)
+    _finalise(root, out, ccfg, result)
+    result.seconds = time.perf_counter() - started
+    storage.write_bytes(storage.join(out, REPORT), json.dumps(result.to_dict(), indent=2).encode(), endpoint)
+    log.info("captioning done in %.1fs; %s", result.seconds, result.skipped.summary())
+    return result
+
+
+def _check_checkpoints(ccfg: CaptionConfig) -> None:
+    for modality in ccfg.modalities:
+        path = checkpoint_for(ccfg, modality)
+        if not storage.exists(storage.join(path, "config.json"), ccfg.s3_endpoint):
+            raise ConfigError(
+                f"no {modality} captioner at {path}: fine-tune one first (python jobs/caption.py finetune "
+                "--root DATASET) or set caption.rgb_checkpoint / caption.ir_checkpoint"
+            )
+
+
+def _rows_table(rows: list[dict[str, str]]) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.table({key: [r[key] for r in rows] for key in ("rel", "modality", "uri")})
+
+
+@contextlib.contextmanager
+def ray_session(num_cpus: int) -> Iterator[None]:
+    """Use the running Ray (or the cluster in ``RAY_ADDRESS``), else start a local one with ``num_cpus``.
+
+    Ray started or connected here is shut down when the block ends.
+    """
+    import ray
+
+    started = not ray.is_initialized()
+    if started and os.environ.get("RAY_ADDRESS"):
+        ray.init(logging_level=logging.WARNING)  # a cluster given by the environment (e.g. a RayJob)
+    elif started:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def done_set(out: str, modality: str, endpoint: str | None = None) -> set[str]:
+    """Images of ``modality`` that already have an ``ok`` row in a Parquet part under ``out``."""
+    done: set[str] = set()
+    for table in _part_tables(out, modality, endpoint):
+        for rel, status in zip(
+            table.column("rel").to_pylist(), table.column("status").to_pylist(), strict=True
+        ):
+            if status == OK:
+                done.add(rel)
+    return done
+
+
+def _part_tables(out: str, modality: str, endpoint: str | None) -> list[pa.Table]:
+    parts_dir = storage.join(out, PARTS, modality)
+    return [read_table(uri, endpoint) for uri in storage.list_files(parts_dir, ".parquet", endpoint)]
+
+
+def _run_modality(
+    manifest_uri: str,
+    rows: list[dict[str, str]],
+    out: str,
+    modality: str,
+    ccfg: CaptionConfig,
+    progress: bool,
+) -> ModalityCounts:
+    done = done_set(out, modality, ccfg.s3_endpoint)
+    mine = {r["rel"] for r in rows if r["modality"] == modality}
+    counts = ModalityCounts(total=len(mine), done_before=len(mine & done))
+    pending = len(mine - done)
+    if pending == 0:
+        return counts
+    dataset = _pipeline(
+        manifest_uri, out, modality, done, ccfg, blocks=math.ceil(pending / ccfg.infer_batch_size)
+    )
+    bar = tqdm(total=pending, desc=f"caption {modality}", unit="img", disable=not progress)
+    for summary in dataset.iter_rows():
+        counts.captioned_now += int(summary["ok"])
+        counts.skipped += int(summary["rows"]) - int(summary["ok"])
+        bar.update(int(summary["rows"]))
+    bar.close()
+    return counts
+
+
+def _pipeline(
+    manifest_uri: str, out: str, modality: str, done: set[str], ccfg: CaptionConfig, blocks: int
+) -> Any:
+    """The Ray Data pipeline of one modality; yields one summary row per written part.
+
+    The pending rows are read, filtered and split into one block per batch first (``materialize``), so
+    the actor pool spreads batches over all actors and never holds the CPUs the read needs.
+    """
+    import ray
+
+    fs, path = storage.arrow_filesystem(manifest_uri, ccfg.s3_endpoint)
+    has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    ds = ray.data.read_parquet(path, filesystem=fs)
+    ds = ds.filter(lambda row: row["modality"] == modality and row["rel"] not in done)
+    ds = ds.repartition(blocks).materialize()
+    ds = ds.map_batches(
+        CaptionStage,
+        fn_constructor_kwargs={
+            "checkpoint": checkpoint_for(ccfg, modality),
+            "modality": modality,
+            "threads": ccfg.threads_per_actor,
+            "filter_colours": ccfg.filter_ir_colours,
+            "endpoint": ccfg.s3_endpoint,
+        },
+        batch_size=ccfg.infer_batch_size,
+        compute=ray.data.ActorPoolStrategy(size=ccfg.actors),
+        num_cpus=ccfg.cpus_per_actor,
+        num_gpus=ccfg.gpus_per_actor if has_gpu else 0,
+    )
+    ds = ds.map_batches(
+        AugmentStage,
+        fn_constructor_kwargs={"kind": ccfg.augmenter, "options": augmenter_options(ccfg)},
+        batch_size=ccfg.infer_batch_size,
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=0,
+        num_gpus=ccfg.gpus_per_actor if has_gpu and ccfg.augmenter == "llm" else 0,
+    )
+    parts_dir = storage.join(out, PARTS, modality)
+    return ds.map_batches(
+        write_part,
+        fn_kwargs={"parts_dir": parts_dir, "endpoint": ccfg.s3_endpoint},
+        batch_size=ccfg.infer_batch_size,
+        num_cpus=0,
+    )
+
+
+def augmenter_options(ccfg: CaptionConfig) -> dict[str, Any]:
+    """Constructor options of the configured augmenter."""
+    if ccfg.augmenter == "llm":
+        return {
+            "checkpoint": ccfg.llm_checkpoint,
+            "temperature": ccfg.llm_temperature,
+            "max_new_tokens": ccfg.llm_max_new_tokens,
+            "batch_size": ccfg.llm_batch_size,
+            "seed": ccfg.aug_seed,
+        }
+    return {"seed": ccfg.aug_seed}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Final tables: one row per image, sidecars, report.
+
+
+def collect(out: str, modality: str, endpoint: str | None = None) -> tuple[dict[str, Caption], SkipReport]:
+    """The captions of every image of ``modality`` in the parts (one per image) and the still-skipped ones."""
+    captions: dict[str, Caption] = {}
+    reasons: dict[str, str] = {}
+    for table in _part_tables(out, modality, endpoint):
+        for row in table.to_pylist():
+            if row["status"] == OK:
+                captions[row["rel"]] = Caption(row["description"], row["aug_description"] or None)
+            else:
+                reasons[row["rel"]] = row["reason"]
+    report = SkipReport()
+    for rel in sorted(set(reasons) - set(captions)):
+        report.add(rel, reasons[rel])
+    return dict(sorted(captions.items())), report
+
+
+def _finalise(root: str, out: str, ccfg: CaptionConfig, result: CaptionJobResult) -> None:
+    import pyarrow as pa
+
+    columns: dict[str, list[str]] = {"rel": [], "modality": [], "description": [], "aug_description": []}
+    for modality in ccfg.modalities:
+        captions, skipped = collect(out, modality, ccfg.s3_endpoint)
+        result.skipped.items.extend(skipped.items)
+        result.sidecars[modality] = _write_sidecar(root, modality, captions, ccfg.s3_endpoint)
+        for rel, cap in captions.items():
+            for key, value in zip(
+                columns, (rel, modality, cap.description, cap.aug_description or ""), strict=True
+            ):
+                columns[key].append(value)
+    storage.write_bytes(storage.join(out, CAPTIONS), table_bytes(pa.table(columns)), ccfg.s3_endpoint)
+
+
+def _write_sidecar(root: str, modality: str, captions: dict[str, Caption], endpoint: str | None) -> str:
+    if not storage.is_s3(root):
+        path = caption_dict_path(root, modality)  # type: ignore[arg-type]
+        write_caption_dict(path, captions)
+        return str(path)
+    folder = MODALITY_DIRS[modality]  # type: ignore[index]
+    uri = storage.join(root, TEXT_DIR, folder, f"caption_llm_dict_{folder}.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "captions.json"
+        write_caption_dict(local, captions)
+        storage.write_bytes(uri, local.read_bytes(), endpoint)
+    return uri

@@ -1,0 +1,177 @@
+"""Request and response bodies of the HTTP API (pydantic), built for one :class:`ServeConfig`'s limits.
+
+Requests forbid unknown fields; images travel as base64 strings in JSON (a ``data:image/...;base64,``
+prefix is accepted) or as file parts in ``multipart/form-data``. No field takes a server-side path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from tvifm.serve.config import ServeConfig
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}$"
+ModeName = Literal["ir", "text", "fusion", "ensemble", "rgb2ir"]
+ModalityName = Literal["visible", "ir"]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+MetaValue = bool | int | FiniteFloat | str | None
+ItemId = Annotated[str, Field(pattern=ID_PATTERN, description="1-128 characters: letters, digits, ._:@+=-")]
+
+
+class Hit(BaseModel):
+    """One ranked gallery item."""
+
+    id: str
+    score: float = Field(description="inner product of the query and gallery embeddings")
+    modality: ModalityName
+    metadata: dict[str, Any]
+
+
+class ModelOut(BaseModel):
+    """The served model."""
+
+    source: Literal["registry", "checkpoint"]
+    name: str | None = Field(description="registered model name (registry sources)")
+    version: str | None = Field(description="registered model version (registry sources)")
+    alias: str | None = Field(description="registry alias the version was resolved from")
+    config_hash: str
+    fingerprint: str = Field(description="config hash and weights digest")
+    stage: str
+    dim: int
+    image_size: list[int]
+
+
+class SearchResponse(BaseModel):
+    """Ranked gallery items for one query."""
+
+    mode: ModeName
+    top_k: int
+    results: list[Hit]
+    ir_caption: str | None = Field(description="the IR caption used (given or generated)")
+    ir_caption_generated: bool
+    gallery_version: int
+    gallery_size: int
+    model_fingerprint: str
+
+
+class GalleryAddResponse(BaseModel):
+    """What a bulk add changed."""
+
+    added: int
+    ids: list[str]
+    replaced: list[str] = Field(description="ids that existed before and were replaced")
+    gallery_version: int
+    gallery_size: int
+
+
+class GalleryDeleteResponse(BaseModel):
+    """The removed item."""
+
+    deleted: str
+    gallery_version: int
+    gallery_size: int
+
+
+class GalleryStats(BaseModel):
+    """The gallery's size and storage state."""
+
+    size: int
+    by_modality: dict[str, int]
+    dim: int
+    version: int
+    fingerprint: str = Field(description="model that embedded the stored gallery")
+    stale: bool = Field(description="true while the gallery must be re-embedded for the served model")
+    segments: int
+    dead_rows: int
+    updated_at: str
+
+
+class Health(BaseModel):
+    """Liveness."""
+
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Readiness: the model is loaded and the gallery is searchable."""
+
+    ready: bool
+    reason: str | None = None
+    gallery_size: int | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response: a human-readable ``detail``."""
+
+    detail: str
+
+
+@dataclass(frozen=True)
+class RequestModels:
+    """The config-dependent request models."""
+
+    search: type[BaseModel]
+    search_fields: type[BaseModel]
+    gallery_item: type[BaseModel]
+    gallery_fields: type[BaseModel]
+    gallery_add: type[BaseModel]
+
+
+def request_models(cfg: ServeConfig) -> RequestModels:
+    """Request models whose bounds (text length, ``top_k``, items per request) come from ``cfg``."""
+    text = Annotated[str | None, Field(max_length=cfg.max_text_chars)]
+    top_k = Annotated[int, Field(ge=1, le=cfg.max_top_k)]
+    forbid = ConfigDict(extra="forbid")
+    common: dict[str, Any] = {
+        "description": (text, Field(None, description="witness description of the person (T_rgb)")),
+        "ir_caption": (text, Field(None, description="caption of the IR image (T_ir); generated if absent")),
+        "mode": (ModeName, Field("ensemble", description="ir, text, fusion, ensemble (MER) or rgb2ir")),
+        "top_k": (top_k, Field(cfg.default_top_k, description="number of results")),
+    }
+    image = (str | None, Field(None, description="base64 image: IR (visible for rgb2ir)"))
+    search = create_model("SearchRequest", __config__=forbid, image=image, **common)
+    search_fields = create_model("SearchFields", __config__=forbid, **common)
+    item_fields: dict[str, Any] = {
+        "id": (ItemId, ...),
+        "modality": (ModalityName, Field("visible", description="visible or ir")),
+        "metadata": (dict[str, MetaValue], Field(default_factory=dict, description="scalar values")),
+    }
+    image = (str, Field(description="base64 image"))
+    item = create_model("GalleryItem", __config__=forbid, image=image, **item_fields)
+    fields = create_model("GalleryItemFields", __config__=forbid, **item_fields)
+    items = Annotated[list[item], Field(min_length=1, max_length=cfg.max_items_per_request)]  # type: ignore[valid-type]
+    add = create_model("GalleryAddRequest", __config__=forbid, items=(items, ...))
+    return RequestModels(search, search_fields, item, fields, add)
+
+
+def search_form_schema(cfg: ServeConfig) -> dict[str, Any]:
+    """OpenAPI schema of the ``multipart/form-data`` search body."""
+    text = {"type": "string", "maxLength": cfg.max_text_chars}
+    return {
+        "type": "object",
+        "properties": {
+            "image": {"type": "string", "format": "binary"},
+            "description": text,
+            "ir_caption": text,
+            "mode": {"type": "string", "enum": ["ir", "text", "fusion", "ensemble", "rgb2ir"]},
+            "top_k": {"type": "integer", "minimum": 1, "maximum": cfg.max_top_k},
+        },
+    }
+
+
+def gallery_form_schema(cfg: ServeConfig) -> dict[str, Any]:
+    """OpenAPI schema of the ``multipart/form-data`` gallery body (parallel lists, one entry per image)."""
+    many = {"minItems": 1, "maxItems": cfg.max_items_per_request}
+    return {
+        "type": "object",
+        "required": ["images", "ids"],
+        "properties": {
+            "images": {"type": "array", "items": {"type": "string", "format": "binary"}, **many},
+            "ids": {"type": "array", "items": {"type": "string", "pattern": ID_PATTERN}, **many},
+            "modality": {"type": "array", "items": {"type": "string", "enum": ["visible", "ir"]}},
+            "metadata": {"type": "array", "items": {"type": "string", "description": "a JSON object"}},
+        },
+    }

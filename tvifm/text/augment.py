@@ -1,0 +1,168 @@
+"""Caption augmentation: rephrase a person description without changing what it says.
+
+DESIGN.md 2.2 rephrases every caption with an instruction LLM (Vicuna-7B in the paper). No instruction
+LLM is available offline here, so the default augmenter is rule-based (:class:`RuleAugmenter`):
+synonyms of the words that carry no attribute (person nouns, verbs, connectors, build adjectives, sleeve
+words) and moving the accessory clause ("carrying a grey backpack") next to the subject. It never
+touches colour or garment words, so every attribute survives. :class:`tvifm.text.llm.LLMAugmenter` is the
+LLM path (any local causal LM checkpoint); it is exercised in tests with a tiny causal LM only.
+
+Every augmenter maps a list of captions to a list of rephrasings of the same length (``augment``); for
+``modality="ir"`` the output is passed through :func:`tvifm.text.colour.strip_colours` again so that no
+colour word can slip into an infrared caption.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+from tvifm.errors import ConfigError
+from tvifm.text.colour import strip_colours
+
+AugmenterKind = Literal["rule", "llm", "none"]
+
+# Groups of interchangeable phrases; only words that name no attribute of the person.
+SYNONYMS: tuple[tuple[str, ...], ...] = (
+    ("man", "guy", "gentleman"),
+    ("woman", "lady"),
+    ("boy", "young man"),
+    ("girl", "young woman"),
+    ("wearing", "dressed in", "sporting", "clad in"),
+    ("paired with", "along with", "teamed with", "together with"),
+    ("carrying", "holding"),
+    ("slim", "slender", "thin"),
+    ("heavy", "stocky", "heavily built"),
+    ("medium built", "average built"),
+    ("full sleeve", "long sleeve"),
+    ("full sleeves", "long sleeves"),
+    ("half sleeve", "short sleeve"),
+    ("half sleeves", "short sleeves"),
+    ("full - sleeved", "long - sleeved"),
+    ("half - sleeved", "short - sleeved"),
+    ("has worn", "has on", "is wearing"),
+    ("he is also", "he is additionally"),
+    ("she is also", "she is additionally"),
+)
+_ACCESSORY_START = re.compile(r"^(carrying|holding|with an? [^,]*\b(?:on (?:his|her) (?:back|head)))", re.I)
+_VOWEL = re.compile(r"^[aeio]", re.I)
+_ARTICLE = re.compile(r"\b(an?)(\s+)([A-Za-z]+)", re.I)
+_SYNONYM_HEADS = frozenset(phrase.split()[0] for group in SYNONYMS for phrase in group)
+
+
+class Augmenter(Protocol):
+    """Anything that rephrases captions: one output per input, in order."""
+
+    def augment(self, texts: Sequence[str], modality: str = "visible") -> list[str]:
+        """Rephrasings of ``texts``; IR rephrasings carry no colour word."""
+        ...
+
+
+class IdentityAugmenter:
+    """Keeps every caption as it is (``caption.augmenter=none``)."""
+
+    def augment(self, texts: Sequence[str], modality: str = "visible") -> list[str]:
+        """The input captions, colour-filtered for IR."""
+        return [finalise(t, t, modality) for t in texts]
+
+
+class RuleAugmenter:
+    """Offline rephrasing by attribute-free synonyms and accessory-clause reordering.
+
+    Deterministic: the same seed and caption always give the same rephrasing, in any process.
+    ``p_synonym`` is the chance of replacing each synonym occurrence, ``p_reorder`` the chance of moving
+    the accessory clause.
+    """
+
+    def __init__(self, seed: int = 0, p_synonym: float = 0.7, p_reorder: float = 0.5) -> None:
+        self.seed = seed
+        self.p_synonym = p_synonym
+        self.p_reorder = p_reorder
+        table = sorted(((p, g) for g in SYNONYMS for p in g), key=lambda pg: -len(pg[0]))
+        self._groups = {phrase: group for phrase, group in table}
+        alternatives = "|".join(re.escape(phrase) for phrase, _ in table)
+        self._pattern = re.compile(rf"\b(?:{alternatives})\b(?! build)", re.IGNORECASE)
+
+    def augment(self, texts: Sequence[str], modality: str = "visible") -> list[str]:
+        """One rephrasing per caption (see the class doc)."""
+        return [finalise(self.rephrase(t), t, modality) for t in texts]
+
+    def rephrase(self, text: str) -> str:
+        """A rephrasing of one caption; the attributes, colours and garments stay as they are."""
+        rng = random.Random(f"{self.seed}\x00{text}")
+        out = self._pattern.sub(lambda m: self._swap(m, rng), text)
+        if rng.random() < self.p_reorder:
+            out = move_accessory_clause(out)
+        return fix_articles(out)
+
+    def _swap(self, match: re.Match[str], rng: random.Random) -> str:
+        found = match.group(0)
+        group = self._groups[found.lower()]
+        if rng.random() >= self.p_synonym:
+            return found
+        choice = rng.choice([p for p in group if p != found.lower()])
+        return choice.capitalize() if found[0].isupper() else choice
+
+
+def move_accessory_clause(text: str) -> str:
+    """Move a trailing ``, carrying ...``/``, with a ... on his back`` clause right after the subject.
+
+    "a man with short hair, wearing a shirt, jeans and shoes, carrying a backpack." becomes
+    "a man with short hair, carrying a backpack, wearing a shirt, jeans and shoes." Captions without
+    such a clause, or with several sentences, are returned unchanged.
+    """
+    body, end = (text[:-1], text[-1]) if text.endswith(".") else (text, "")
+    if "." in body:
+        return text
+    clauses = [c.strip() for c in body.split(",")]
+    if len(clauses) < 3 or not _ACCESSORY_START.match(clauses[-1]):
+        return text
+    first, *middle, last = clauses
+    return ", ".join([first, last, *middle]) + end
+
+
+def fix_articles(text: str) -> str:
+    """Re-choose ``a``/``an`` before words a synonym may have introduced ("a average" -> "an average")."""
+
+    def repl(m: re.Match[str]) -> str:
+        article, space, word = m.groups()
+        if word.lower() not in _SYNONYM_HEADS:
+            return m.group(0)
+        wanted = "an" if _VOWEL.match(word) else "a"
+        return (wanted.capitalize() if article[0].isupper() else wanted) + space + word
+
+    return _ARTICLE.sub(repl, text)
+
+
+def finalise(rephrased: str, original: str, modality: str) -> str:
+    """Colour-filter an IR rephrasing; fall back to the (filtered) original when nothing is left."""
+    text = rephrased.strip()
+    if modality == "ir":
+        text = strip_colours(text)
+        if not text:
+            return strip_colours(original)
+    return text or original
+
+
+def build_augmenter(kind: AugmenterKind, **options: Any) -> Augmenter:
+    """The augmenter of ``kind``: ``rule`` (default offline), ``llm`` (needs ``checkpoint=``) or ``none``.
+
+    ``options`` go to the augmenter's constructor (``seed`` for rule; ``checkpoint``, ``temperature``,
+    ``max_new_tokens``, ``batch_size``, ``seed`` for llm).
+    """
+    if kind == "rule":
+        return RuleAugmenter(seed=int(options.get("seed", 0)))
+    if kind == "none":
+        return IdentityAugmenter()
+    if kind == "llm":
+        if not options.get("checkpoint"):
+            raise ConfigError(
+                "caption.augmenter=llm needs caption.llm_checkpoint: a local causal LM directory "
+                "(no instruction LLM ships offline; use caption.augmenter=rule for the default)"
+            )
+        from tvifm.text.llm import LLMAugmenter
+
+        return LLMAugmenter(**options)
+    raise ConfigError(f"unknown augmenter {kind!r}; choose one of: rule, llm, none")
