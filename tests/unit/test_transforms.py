@@ -11,6 +11,7 @@ from tvifm.data.transforms import (
     IMAGENET_STD,
     RandomChannelExchange,
     eval_transform,
+    to_training_tensor,
     train_transforms,
 )
 
@@ -22,8 +23,10 @@ def _colour_image() -> Image.Image:
 
 def test_train_and_test_transforms_give_normalised_tensors_of_the_configured_size() -> None:
     img = _colour_image()
+    tensor = to_training_tensor(img, [64, 32])
+    assert tensor.shape == (3, 64, 32) and tensor.dtype == torch.uint8
     for name, tf in train_transforms([64, 32], pad=4).items():
-        out = tf(img)
+        out = tf(tensor)
         assert out.shape == (3, 64, 32), name
         assert out.dtype == torch.float32
     out = eval_transform([64, 32])(img)
@@ -61,7 +64,7 @@ def test_channel_exchange_with_p_zero_is_identity() -> None:
 def test_visible_ca_stream_is_colourless_and_visible_stream_is_not() -> None:
     torch.manual_seed(1)
     tfs = train_transforms([32, 16], pad=0, flip=False)
-    img = _colour_image()
+    img = to_training_tensor(_colour_image(), [32, 16])
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     ca = tfs["visible_ca"](img) * std + mean
