@@ -41,6 +41,12 @@ JSON_TYPE = "application/json"
 FORM_TYPE = "multipart/form-data"
 API_TITLE = "tvifm retrieval"
 API_VERSION = "1"
+API_DESCRIPTION = """Text-enhanced visible-infrared person re-identification (TVI-FM).
+
+Search a managed gallery of visible (and IR) person images with an infrared image, a witness description,
+or both (modality ensemble retrieval), and manage the gallery. Images are sent as base64 in JSON or as
+file parts in multipart/form-data. Errors are JSON objects with a `detail` message.
+"""
 
 
 class ApiError(Exception):
@@ -168,9 +174,10 @@ def validate(model: type[BaseModel], data: Any, prefix: str = "") -> BaseModel:
 
 
 def decode_base64(text: str, what: str, limit: int) -> bytes:
-    """Bytes of a base64 string (``data:...;base64,`` prefix allowed); 413 beyond ``limit`` bytes."""
+    """Bytes of base64 text (a ``data:...;base64,`` prefix and line breaks allowed); 413 past ``limit``."""
     if text.startswith("data:"):
         text = text.partition(",")[2]
+    text = "".join(text.split())  # line-wrapped base64 (e.g. from `base64` without -w0)
     if len(text) * 3 // 4 > limit + 3:
         raise ApiError(413, f"{what}: image exceeds the limit of {limit} bytes")
     try:
@@ -248,10 +255,10 @@ class _Routes:
     async def search(self, request: Request) -> dict[str, Any]:
         q = await self.parse_search(request)
         self.check_needs(q)
+        if not MODE_NEEDS[q.mode].image:
+            q.image = None  # e.g. an image sent with mode=text is ignored
         if q.image is not None:
             await asyncio.to_thread(check_decodable, q.image, "image", self.cfg.max_image_pixels)
-        if not MODE_NEEDS[q.mode].image:
-            q.image = None
         embedded = await self.backend.query(q)
         found = await self.backend.search(embedded["embedding"], target_modality(q.mode), q.top_k)
         info = await self.backend.model_info()
@@ -393,7 +400,7 @@ def _body(json_schema: str, form_schema: dict[str, Any]) -> dict[str, Any]:
 
 def create_api(cfg: ServeConfig, backend: Backend, token: str | None = None) -> FastAPI:
     """The FastAPI app of the retrieval service (OpenAPI at ``/openapi.json``, docs at ``/docs``)."""
-    app = FastAPI(title=API_TITLE, version=API_VERSION, description=__doc__)
+    app = FastAPI(title=API_TITLE, version=API_VERSION, description=API_DESCRIPTION)
     routes = _Routes(cfg, backend)
     check = bearer_check(token)
     deps = [Depends(check)] if check is not None else []

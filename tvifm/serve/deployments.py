@@ -103,8 +103,10 @@ class Embedder:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def ir_captions(self, images: list[bytes]) -> list[str]:
         """IR captions generated for a batch of IR images."""
-        decoded = [decode_image(data, self.max_pixels) for data in images]
-        return await asyncio.to_thread(self.captioner.caption, decoded)
+        return await asyncio.to_thread(self._caption, images)
+
+    def _caption(self, images: Sequence[bytes]) -> list[str]:
+        return self.captioner.caption([decode_image(data, self.max_pixels) for data in images])
 
     async def query(
         self, mode: str, image: bytes | None, description: str | None, ir_caption: str | None
@@ -121,7 +123,7 @@ class Embedder:
             self.text_features(description) if needs.description else _none(),
             self.text_features(ir_caption) if needs.ir_caption else _none(),
         )
-        embedding = await asyncio.to_thread(self.encoder.query_embedding, mode, *parts)
+        embedding = self.encoder.query_embedding(mode, *parts)  # one BNNeck row: cheap, inline
         return {"embedding": embedding.numpy(), "ir_caption": ir_caption, "generated": generated}
 
     async def gallery_embedding(self, image: bytes, modality: str) -> np.ndarray:

@@ -120,11 +120,19 @@ class RequestModels:
     gallery_add: type[BaseModel]
 
 
+FORBID = ConfigDict(extra="forbid")
+
+
 def request_models(cfg: ServeConfig) -> RequestModels:
     """Request models whose bounds (text length, ``top_k``, items per request) come from ``cfg``."""
+    search, search_fields = _search_models(cfg)
+    item, fields, add = _gallery_models(cfg)
+    return RequestModels(search, search_fields, item, fields, add)
+
+
+def _search_models(cfg: ServeConfig) -> tuple[type[BaseModel], type[BaseModel]]:
     text = Annotated[str | None, Field(max_length=cfg.max_text_chars)]
     top_k = Annotated[int, Field(ge=1, le=cfg.max_top_k)]
-    forbid = ConfigDict(extra="forbid")
     common: dict[str, Any] = {
         "description": (text, Field(None, description="witness description of the person (T_rgb)")),
         "ir_caption": (text, Field(None, description="caption of the IR image (T_ir); generated if absent")),
@@ -132,19 +140,22 @@ def request_models(cfg: ServeConfig) -> RequestModels:
         "top_k": (top_k, Field(cfg.default_top_k, description="number of results")),
     }
     image = (str | None, Field(None, description="base64 image: IR (visible for rgb2ir)"))
-    search = create_model("SearchRequest", __config__=forbid, image=image, **common)
-    search_fields = create_model("SearchFields", __config__=forbid, **common)
+    search = create_model("SearchRequest", __config__=FORBID, image=image, **common)
+    return search, create_model("SearchFields", __config__=FORBID, **common)
+
+
+def _gallery_models(cfg: ServeConfig) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
     item_fields: dict[str, Any] = {
         "id": (ItemId, ...),
         "modality": (ModalityName, Field("visible", description="visible or ir")),
         "metadata": (dict[str, MetaValue], Field(default_factory=dict, description="scalar values")),
     }
     image = (str, Field(description="base64 image"))
-    item = create_model("GalleryItem", __config__=forbid, image=image, **item_fields)
-    fields = create_model("GalleryItemFields", __config__=forbid, **item_fields)
-    items = Annotated[list[item], Field(min_length=1, max_length=cfg.max_items_per_request)]  # type: ignore[valid-type]
-    add = create_model("GalleryAddRequest", __config__=forbid, items=(items, ...))
-    return RequestModels(search, search_fields, item, fields, add)
+    item = create_model("GalleryItem", __config__=FORBID, image=image, **item_fields)
+    fields = create_model("GalleryItemFields", __config__=FORBID, **item_fields)
+    many = Field(min_length=1, max_length=cfg.max_items_per_request)
+    items = Annotated[list[item], many]  # type: ignore[valid-type]
+    return item, fields, create_model("GalleryAddRequest", __config__=FORBID, items=(items, ...))
 
 
 def search_form_schema(cfg: ServeConfig) -> dict[str, Any]:
