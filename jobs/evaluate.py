@@ -12,7 +12,7 @@ import sys
 
 from tvifm.engine.evaluate import evaluate_run, format_results
 from tvifm.errors import TvifmError
-from tvifm.tracking.resolve import local_checkpoint
+from tvifm.tracking.model_source import resolve_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     try:
-        run_dir = local_checkpoint(args.model, args.tracking_uri)
+        run_dir = resolve_model(args.model, args.tracking_uri).run_dir
         report = evaluate_run(
             run_dir,
             dataset=args.dataset,

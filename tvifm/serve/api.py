@@ -84,7 +84,7 @@ class Backend(Protocol):
     has_captioner: bool
 
     async def model_info(self) -> dict[str, Any]:
-        """The served model's :class:`~tvifm.serve.model_source.ModelInfo` as a dict."""
+        """The served model's :class:`~tvifm.tracking.model_source.ModelInfo` as a dict."""
         ...
 
     async def query(self, query: Query) -> dict[str, Any]:

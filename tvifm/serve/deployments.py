@@ -63,7 +63,7 @@ class Embedder:
     """The model (and optional IR captioner): batched image/text encoding and query embeddings."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        from tvifm.serve.model_source import load_served_model, resolve_model
+        from tvifm.tracking.model_source import load_served_model, resolve_model
 
         cfg = serve_config(config)
         torch.set_num_threads(cfg.threads)

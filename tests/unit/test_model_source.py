@@ -12,7 +12,7 @@ from tvifm.config import load_config, save_config
 from tvifm.config.loader import config_hash
 from tvifm.engine.checkpoint import save_model, write_json
 from tvifm.models.tvifm import TVIFM
-from tvifm.serve.model_source import (
+from tvifm.tracking.model_source import (
     ModelSourceError,
     load_served_model,
     parse_model_source,

@@ -1,4 +1,4 @@
-"""Where the served model comes from: a run directory or the MLflow model registry.
+"""Where a model comes from (serving, evaluation): a run directory or the MLflow model registry.
 
 A *model source* is either
 
