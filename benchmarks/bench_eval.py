@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from docs_section import write_section
 from naive_eval import naive_evaluate
 
 from tvifm.data.base import EvalSet, Modality, Sample
@@ -32,12 +33,6 @@ from tvifm.eval import RetrievalResult, evaluate, llcm_eval_sets, sysu_eval_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
-SECTION = "## Evaluation"
-DOC_INTRO = (
-    "# Benchmarks\n\n"
-    "Measured numbers of the tvifm benchmark scripts in `benchmarks/`. Each section is written by the\n"
-    "script named in it; re-run the script to refresh its section.\n"
-)
 FEATURE_DIM = 64
 SYSU_IDS, SYSU_QUERIES, SYSU_GROUPS = 96, 3803, 301  # test identities, IR queries, visible (id, cam) groups
 LLCM_IDS, LLCM_VISIBLE, LLCM_IR, LLCM_CAMS = 351, 7166, 8680, 9
@@ -206,7 +201,6 @@ def machine(load: float | None) -> str:
 def section(rows: list[Row], load: float | None) -> str:
     """The ``## Evaluation`` section of docs/benchmarks.md."""
     return (
-        f"{SECTION}\n\n"
         "`python benchmarks/bench_eval.py` times `tvifm.eval.evaluate` (vectorised over blocks of\n"
         "queries: one value sort per row, a vectorised binary search for the rank of every true match,\n"
         "per-identity minima for the deduplicated CMC) against `benchmarks/naive_eval.py` (one query at a\n"
@@ -224,18 +218,6 @@ def section(rows: list[Row], load: float | None) -> str:
         f"Machine: {machine(load)}.\n\n"
         f"{table(rows)}\n"
     )
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) the ``## Evaluation`` section of ``path``, leaving other sections intact."""
-    current = path.read_text() if path.exists() else DOC_INTRO
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(updated.rstrip("\n") + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print(f"Machine: {machine(load)}\n\n{table(rows)}")
     if not (args.quick or args.no_docs):
-        write_section(DOCS, section(rows, load))
-        print(f"\nwrote the {SECTION!r} section of {DOCS}")
+        write_section(DOCS, "Evaluation", section(rows, load))
+        print(f"\nwrote the benchmark section of {DOCS}")
     return 0
 
 

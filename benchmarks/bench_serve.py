@@ -25,7 +25,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import socket
 import statistics
 import subprocess
@@ -36,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from docs_section import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
-SECTION = "## Serving"
-DOC_INTRO = "# Benchmarks\n"
 APP = "tvifm"
 FILL_CHUNK = 10_000
 
@@ -233,7 +232,7 @@ def in_process_query(model_dir: Path, body: dict[str, Any], repeat: int = 20) ->
     import torch
 
     from tvifm.serve.encoder import MODE_NEEDS, Encoder, decode_image
-    from tvifm.serve.model_source import load_served_model, resolve_model
+    from tvifm.tracking.model_source import load_served_model, resolve_model
 
     torch.set_num_threads(1)  # as in an embedding replica (serve.threads)
     model, info = load_served_model(resolve_model(str(model_dir)))
@@ -285,7 +284,6 @@ def search_table(search: dict[int, dict[str, float]], http: dict[int, float]) ->
 def section(report: dict[str, Any]) -> str:
     http1 = {r["size"]: r["p50_ms"] for r in report["rows"] if r["concurrency"] == 1}
     return (
-        f"{SECTION}\n\n"
         "`python benchmarks/bench_serve.py` deploys the retrieval service (`tvifm.serve`, three Serve\n"
         "deployments: ingress, embedder, gallery index; one replica each) on a local Ray with 2 CPUs and\n"
         f"load-tests `POST /v1/search` in `{report['mode']}` mode (one IR image of 96x48 as base64 JSON, a\n"
@@ -304,17 +302,6 @@ def section(report: dict[str, Any]) -> str:
         f"Filling the gallery through the bulk path (persisted as segments in a local folder): "
         f"{report['fill']}.\n"
     )
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) the ``## Serving`` section of ``path``, leaving other sections intact."""
-    current = path.read_text() if path.exists() else DOC_INTRO
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    path.write_text(updated.rstrip("\n") + "\n")
 
 
 # --- main -------------------------------------------------------------------------------------------------
@@ -376,8 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     text = section(report)
     print("\n" + text)
     if not (args.quick or args.no_docs):
-        write_section(DOCS, text)
-        print(f"wrote the {SECTION!r} section of {DOCS}")
+        write_section(DOCS, "Serving", text)
+        print(f"wrote the benchmark section of {DOCS}")
     return 0
 
 
