@@ -24,8 +24,9 @@ MODALITIES = {"both": ("visible", "ir"), "visible": ("visible",), "ir": ("ir",)}
 
 def _parser(finetune: bool) -> argparse.ArgumentParser:
     what = "fine-tune the RGB/IR captioners" if finetune else "caption every image with Ray Data"
+    epilog = None if finetune else "fine-tune the captioners first: jobs/caption.py finetune --help"
     parser = argparse.ArgumentParser(
-        prog="jobs/caption.py" + (" finetune" if finetune else ""), description=what
+        prog="jobs/caption.py" + (" finetune" if finetune else ""), description=what, epilog=epilog
     )
     parser.add_argument("--root", required=True, help="dataset folder or s3://bucket/prefix")
     parser.add_argument("--config", default="tiny", help="preset name or YAML file (default: tiny)")

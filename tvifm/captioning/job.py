@@ -6,7 +6,7 @@ Flow for a dataset ``root`` (local folder or ``s3://bucket/prefix``), output fol
     list images -> out/manifest.parquet (rel, modality, uri)
     per modality: ray.data.read_parquet(manifest) -> filter(not done)
         -> map_batches(CaptionStage, actor pool of caption.actors; GPUs when the cluster has them)
-        -> map_batches(AugmentStage) -> map_batches(write_part): out/parts/<modality>/part-<hash>.parquet
+        -> map_batches(AugmentStage: augment, then write out/parts/<modality>/part-<hash>.parquet)
     all parts -> out/captions.parquet, Text/Blip_RGB|Blip_IR/caption_llm_dict_*.json, out/report.json
 
 Resumable: every batch lands in its own Parquet part, written atomically (temporary file + rename, or one
@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -177,14 +176,24 @@ def _append(out: dict[str, list[str]], *values: str) -> None:
 
 
 class AugmentStage:
-    """Map-batches actor: fill ``aug_description`` of the captioned rows with the configured augmenter."""
+    """Map-batches actor: fill ``aug_description`` of the captioned rows, then write the batch as a part.
 
-    def __init__(self, kind: str, options: dict[str, Any]) -> None:
+    Writing here (one long-lived actor) instead of in separate tasks avoids starting extra worker
+    processes for a few milliseconds of work per batch.
+    """
+
+    def __init__(self, kind: str, options: dict[str, Any], parts_dir: str, endpoint: str | None) -> None:
         from tvifm.text.augment import build_augmenter
 
         self.augmenter = build_augmenter(kind, **options)  # type: ignore[arg-type]
+        self.parts_dir = parts_dir
+        self.endpoint = endpoint
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        """Augment every ``ok`` row, write the part; returns its one-row summary (see :func:`write_part`)."""
+        return write_part(self.augment(batch), self.parts_dir, self.endpoint)
+
+    def augment(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         """The batch with ``aug_description`` set for every ``ok`` row."""
         out = {name: [str(v) for v in batch[name]] for name in COLUMNS}
         ok = [i for i, status in enumerate(out["status"]) if status == OK]
@@ -349,9 +358,7 @@ def _run_modality(
     pending = len(mine - done)
     if pending == 0:
         return counts
-    dataset = _pipeline(
-        manifest_uri, out, modality, done, ccfg, blocks=math.ceil(pending / ccfg.infer_batch_size)
-    )
+    dataset = _pipeline(manifest_uri, out, modality, done, ccfg)
     bar = tqdm(total=pending, desc=f"caption {modality}", unit="img", disable=not progress)
     for summary in dataset.iter_rows():
         counts.captioned_now += int(summary["ok"])
@@ -361,9 +368,7 @@ def _run_modality(
     return counts
 
 
-def _pipeline(
-    manifest_uri: str, out: str, modality: str, done: set[str], ccfg: CaptionConfig, blocks: int
-) -> Any:
+def _pipeline(manifest_uri: str, out: str, modality: str, done: set[str], ccfg: CaptionConfig) -> Any:
     """The Ray Data pipeline of one modality; yields one summary row per written part.
 
     The pending rows are read, filtered and split into one block per batch first (``materialize``), so
@@ -375,7 +380,7 @@ def _pipeline(
     has_gpu = ray.cluster_resources().get("GPU", 0) > 0
     ds = ray.data.read_parquet(path, filesystem=fs)
     ds = ds.filter(lambda row: row["modality"] == modality and row["rel"] not in done)
-    ds = ds.repartition(blocks).materialize()
+    ds = ds.repartition(target_num_rows_per_block=ccfg.infer_batch_size, strict=True).materialize()
     ds = ds.map_batches(
         CaptionStage,
         fn_constructor_kwargs={
@@ -390,20 +395,18 @@ def _pipeline(
         num_cpus=ccfg.cpus_per_actor,
         num_gpus=ccfg.gpus_per_actor if has_gpu else 0,
     )
-    ds = ds.map_batches(
+    return ds.map_batches(
         AugmentStage,
-        fn_constructor_kwargs={"kind": ccfg.augmenter, "options": augmenter_options(ccfg)},
+        fn_constructor_kwargs={
+            "kind": ccfg.augmenter,
+            "options": augmenter_options(ccfg),
+            "parts_dir": storage.join(out, PARTS, modality),
+            "endpoint": ccfg.s3_endpoint,
+        },
         batch_size=ccfg.infer_batch_size,
         compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=0,
         num_gpus=ccfg.gpus_per_actor if has_gpu and ccfg.augmenter == "llm" else 0,
-    )
-    parts_dir = storage.join(out, PARTS, modality)
-    return ds.map_batches(
-        write_part,
-        fn_kwargs={"parts_dir": parts_dir, "endpoint": ccfg.s3_endpoint},
-        batch_size=ccfg.infer_batch_size,
-        num_cpus=0,
     )
 
 

@@ -14,7 +14,6 @@ imported when a function here runs, never at import time.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -172,15 +171,25 @@ def load_captioner(
 ) -> Captioner:
     """Load a captioner directory (local or ``s3://``) written by :meth:`Captioner.save` or a BLIP checkpoint.
 
-    ``max_length``/``num_beams`` override the saved generation settings. A missing or incomplete
-    directory raises :class:`ConfigError` saying what is expected.
+    ``max_length``/``num_beams`` override the saved generation settings. An ``s3://`` directory is
+    fetched into a temporary folder that is removed once the weights are in memory. A missing or
+    incomplete directory raises :class:`ConfigError` saying what is expected.
     """
+    if storage.is_s3(str(path)):
+        with tempfile.TemporaryDirectory(prefix="tvifm-captioner-") as tmp:
+            local = storage.download_tree(str(path), tmp, endpoint)
+            return load_captioner(local, max_length, num_beams, endpoint, device)
+    return _load_local(Path(path), str(path), max_length, num_beams, device)
+
+
+def _load_local(
+    local: Path, shown: str, max_length: int | None, num_beams: int | None, device: str | None
+) -> Captioner:
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
-    local = _local_dir(str(path), endpoint)
     if not (local / "config.json").is_file():
         raise ConfigError(
-            f"{path}: not a captioner directory (no config.json); run the captioner fine-tuning "
+            f"{shown}: not a captioner directory (no config.json); run the captioner fine-tuning "
             "(python jobs/caption.py finetune --root DATASET) or point caption.rgb_checkpoint/"
             "caption.ir_checkpoint at a BLIP checkpoint saved with save_pretrained"
         )
@@ -196,14 +205,6 @@ def load_captioner(
         num_beams=num_beams or int(meta.get("num_beams", 1)),
         meta=meta,
     )
-
-
-def _local_dir(path: str, endpoint: str | None) -> Path:
-    if not storage.is_s3(path):
-        return Path(path)
-    digest = hashlib.sha256(path.encode()).hexdigest()[:16]
-    cache = Path(tempfile.gettempdir()) / "tvifm-captioners" / digest
-    return storage.download_tree(path, cache, endpoint=endpoint)
 
 
 def _read_meta(directory: Path) -> dict[str, Any]:

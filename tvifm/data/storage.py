@@ -177,6 +177,11 @@ def _list_local(folder: Path) -> Iterator[str]:
 
 
 def _list_s3(uri: str, endpoint: str | None) -> Iterator[str]:
+    for item, _ in _list_s3_sized(uri, endpoint):
+        yield item
+
+
+def _list_s3_sized(uri: str, endpoint: str | None) -> Iterator[tuple[str, int]]:
     loc = parse_s3(uri)
     prefix = loc.key.rstrip("/") + "/" if loc.key else ""
     pages = s3_client(endpoint).get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix)
@@ -185,7 +190,7 @@ def _list_s3(uri: str, endpoint: str | None) -> Iterator[str]:
             for obj in page.get("Contents", []):
                 rel = obj["Key"][len(prefix) :]
                 if not any(part.startswith(".") for part in rel.split("/")):
-                    yield f"{S3_SCHEME}{loc.bucket}/{obj['Key']}"
+                    yield f"{S3_SCHEME}{loc.bucket}/{obj['Key']}", int(obj.get("Size", -1))
     except Exception as err:
         raise StorageError(f"cannot list {uri}: {err}") from err
 
@@ -256,13 +261,17 @@ def arrow_filesystem(uri: str, endpoint: str | None = None) -> tuple[pyarrow.fs.
 
 
 def download_tree(uri: str, dest: str | os.PathLike[str], endpoint: str | None = None) -> Path:
-    """Copy every file below ``uri`` into the local folder ``dest`` (a local ``uri`` is returned as is)."""
+    """Copy every file below ``uri`` into the local folder ``dest`` (a local ``uri`` is returned as is).
+
+    Files already in ``dest`` with the object's size are kept, so a re-run only fetches what changed or
+    is missing.
+    """
     if not is_s3(uri):
         return Path(uri)
     out = Path(dest)
-    for item in list_files(uri, endpoint=endpoint):
+    for item, size in sorted(_list_s3_sized(uri, endpoint)):
         target = out / relative(item, uri)
-        if not target.exists():
+        if not (target.is_file() and target.stat().st_size == size):
             write_bytes(target, read_bytes(item, endpoint))
     return out
 

@@ -1,0 +1,177 @@
+"""Captions per second: a plain single-process loop against the Ray Data job with 1 and 2 actors.
+
+Same captioner, same images, one run each. Every contender uses one torch thread per worker (the loop
+sets ``torch.set_num_threads(1)``, the job's actors ``caption.threads_per_actor=1``), so on 2 cores the
+ideal is 1x for one actor and 2x for two. Ray is started once before timing (its start-up is not what
+the comparison is about); each job run includes actor start-up (model loading) and writing Parquet parts
+and sidecars, so enough images are used to amortise it. Augmentation is off (``caption.augmenter=none``)
+because the loop does not augment.
+
+Usage::
+
+    python benchmarks/bench_caption.py [--images 2400] [--captioner DIR] [--work DIR] [--no-docs]
+
+Without ``--captioner`` a tiny RGB captioner is fine-tuned briefly on the generated SynthTri first (the
+throughput of an untrained model would be meaningless: its captions have arbitrary length). Results are
+printed and written to ``docs/benchmarks.md`` under ``## Captioning`` (other sections are left intact).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SECTION = "## Captioning"
+
+
+def _dataset(work: Path, images: int) -> Path:
+    from tvifm.data.synth import generate
+
+    ids = max(8, images // 16 + 1)  # 4 visible cameras x 4 images per identity
+    root = work / f"synth-{ids}"
+    generate(root, ids=ids, seed=0, image_size=(64, 32), images_per_cam=(4, 1), progress=True)
+    return root
+
+
+def _captioner(root: Path, work: Path, given: str | None) -> str:
+    if given:
+        return given
+    from tvifm.captioning.entry import finetune_captioners
+
+    out = work / "captioners"
+    if not (out / "rgb" / "config.json").is_file():
+        finetune_captioners(
+            str(root), "tiny", ["caption.steps=150", f"caption.captioner_dir={out}"], ["visible"]
+        )
+    return str(out / "rgb")
+
+
+def _visible_images(root: Path, limit: int) -> list[dict[str, str]]:
+    from tvifm.captioning.job import build_manifest
+
+    rows = [r for r in build_manifest(str(root), "synth") if r["modality"] == "visible"]
+    return rows[:limit]
+
+
+def time_loop(captioner_dir: str, rows: list[dict[str, str]], batch_size: int) -> float:
+    """Seconds for one process to caption ``rows`` (read, decode, caption), one torch thread."""
+    import torch
+
+    from tvifm.captioning.job import load_image
+    from tvifm.captioning.model import load_captioner
+
+    torch.set_num_threads(1)
+    captioner = load_captioner(captioner_dir)
+    started = time.perf_counter()
+    for start in range(0, len(rows), batch_size):
+        images = [load_image(r["uri"])[0] for r in rows[start : start + batch_size]]
+        captioner.caption([im for im in images if im is not None])
+    return time.perf_counter() - started
+
+
+def time_job(root: Path, captioner_dir: str, actors: int, batch_size: int, work: Path) -> float:
+    """Seconds for the Ray Data job (visible images only) with ``actors`` actors, on a running Ray."""
+    from tvifm.captioning.config import resolve_configs
+    from tvifm.captioning.job import run_caption_job
+
+    out = work / f"job-{actors}"
+    shutil.rmtree(out, ignore_errors=True)
+    overrides = [
+        f"caption.rgb_checkpoint={captioner_dir}",
+        "caption.modalities=[visible]",
+        f"caption.actors={actors}",
+        "caption.threads_per_actor=1",
+        f"caption.infer_batch_size={batch_size}",
+        "caption.augmenter=none",
+        f"caption.output={out}",
+    ]
+    _, ccfg = resolve_configs("tiny", overrides)
+    started = time.perf_counter()
+    run_caption_job(str(root), ccfg, progress=False)
+    return time.perf_counter() - started
+
+
+def update_section(path: Path, heading: str, body: str) -> None:
+    """Replace the ``heading`` section of a Markdown file (up to the next ``## ``), or append it."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
+    new = [heading, "", *body.strip().splitlines(), ""]
+    if start is None:
+        lines = [*lines, "", *new] if lines and lines[-1].strip() else [*lines, *new]
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines = [*lines[:start], *new, *lines[end:]]
+    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+
+
+def _markdown(n: int, loop: float, jobs: dict[int, float], batch_size: int) -> str:
+    rows = [f"| single-process loop | {n / loop:.1f} | 1.00x |"]
+    rows += [
+        f"| Ray Data, {a} actor{'s' if a > 1 else ''} | {n / t:.1f} | {loop / t:.2f}x |"
+        for a, t in jobs.items()
+    ]
+    return "\n".join(
+        [
+            "`python benchmarks/bench_caption.py` - tiny BLIP RGB captioner, SynthTri 64x32 visible images, "
+            f"{n} images, batch {batch_size}, one torch thread per worker, {os.cpu_count()} cores "
+            f"({platform.machine()}), 1-min load average {os.getloadavg()[0]:.1f} at the end (other work "
+            "on the machine slows every contender), one run each. Job times are end to end (actor "
+            "start-up, Parquet parts, sidecars, report) on an already running Ray; targets: >= 0.9x with "
+            "1 actor, >= 1.6x with 2.",
+            "",
+            "| contender | captions/s | vs loop |",
+            "| --- | ---: | ---: |",
+            *rows,
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2400)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--captioner", help="captioner directory (default: fine-tune a tiny one)")
+    parser.add_argument("--work", help="scratch directory (default: a temporary one)")
+    parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    import ray
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        root = _dataset(work, args.images)
+        captioner = _captioner(root, work, args.captioner)
+        rows = _visible_images(root, args.images)
+        loads = {"loop": os.getloadavg()[0]}
+        loop = time_loop(captioner, rows, args.batch_size)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        jobs = {}
+        try:
+            for actors in (1, 2):
+                loads[f"{actors} actors"] = os.getloadavg()[0]
+                jobs[actors] = time_job(root, captioner, actors, args.batch_size, work)
+        finally:
+            ray.shutdown()
+        if len(rows) != args.images:
+            print(f"note: the dataset has {len(rows)} visible images", file=sys.stderr)
+        body = _markdown(len(rows), loop, jobs, args.batch_size)
+        body += "\n\n1-min load average before each contender: " + ", ".join(
+            f"{name} {value:.1f}" for name, value in loads.items()
+        )
+    print(body)
+    print(json.dumps({"images": len(rows), "loop_s": loop, "job_s": jobs, "load": loads}))
+    if not args.no_docs:
+        update_section(REPO / "docs" / "benchmarks.md", SECTION, body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Captioners: tiny BLIP build/train/save/reload, IR training pairs, config, SynthTri attribute parsing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tvifm.captioning.config import CaptionConfig, caption_config, resolve_configs
+from tvifm.captioning.finetune import TrainPair, ir_pairs, load_pixels, rgb_pairs, train_captioner
+from tvifm.captioning.model import build_tiny_captioner, load_captioner, train_tokenizer
+from tvifm.captioning.quality import (
+    ATTRIBUTES,
+    COLOUR_ATTRIBUTES,
+    SHAPE_ATTRIBUTES,
+    parse_attributes,
+    pid_of,
+    score_captions,
+)
+from tvifm.data.base import Sample
+from tvifm.data.images import SkipReport
+from tvifm.data.sidecars import Caption, TextIndex
+from tvifm.data.synth import sample_identities
+from tvifm.data.synth_text import caption
+from tvifm.errors import ConfigError, DatasetError
+from tvifm.text.colour import has_colour
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny models run fastest, and never stall on a busy machine, with one torch thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY = {
+    "image_size": 32,
+    "patch_size": 8,
+    "vision_width": 48,
+    "vision_layers": 1,
+    "text_width": 48,
+    "text_layers": 1,
+    "heads": 2,
+    "vocab_size": 120,
+    "max_length": 24,
+    "batch_size": 4,
+    "lr": 3e-3,
+    "warmup_fraction": 0.05,
+    "flip": False,
+}
+
+
+def _images(tmp_path: Path) -> list[TrainPair]:
+    """Four flat-colour images, two captions that depend on the colour."""
+    pairs = []
+    for i, (rgb, text) in enumerate(
+        [
+            ((220, 20, 20), "a man in a red coat."),
+            ((20, 20, 220), "a lady in a blue skirt and boots."),
+            ((230, 30, 30), "a man in a red coat."),
+            ((30, 30, 230), "a lady in a blue skirt and boots."),
+        ]
+    ):
+        path = tmp_path / f"img{i}.png"
+        Image.new("RGB", (16, 32), rgb).save(path)
+        pairs.append(TrainPair(str(path), text))
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, list[TrainPair]]:
+    import torch
+
+    torch.manual_seed(0)
+    tmp = tmp_path_factory.mktemp("captioner")
+    pairs = _images(tmp)
+    cfg = caption_config({**TINY, "steps": 80})
+    captioner = build_tiny_captioner(cfg, [p.text for p in pairs])
+    pixels, texts = load_pixels(captioner, pairs, SkipReport(), progress=False)
+    train_captioner(captioner, pixels, texts, cfg, progress=False)
+    return captioner, pairs
+
+
+def test_tiny_captioner_learns_its_training_captions(trained: tuple) -> None:
+    captioner, pairs = trained
+    images = [Image.open(p.path).convert("RGB") for p in pairs]
+    assert captioner.caption(images) == [p.text for p in pairs]
+
+
+def test_saved_captioner_reloads_with_from_pretrained(trained: tuple, tmp_path: Path) -> None:
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    captioner, pairs = trained
+    captioner.save(tmp_path / "rgb", {"modality": "visible"})
+    assert (tmp_path / "rgb" / "model.safetensors").is_file()
+    assert isinstance(
+        BlipForConditionalGeneration.from_pretrained(tmp_path / "rgb"), BlipForConditionalGeneration
+    )
+    assert isinstance(BlipProcessor.from_pretrained(tmp_path / "rgb"), BlipProcessor)
+    reloaded = load_captioner(tmp_path / "rgb")
+    images = [Image.open(p.path).convert("RGB") for p in pairs]
+    assert reloaded.caption(images) == captioner.caption(images)
+    assert reloaded.meta["modality"] == "visible" and reloaded.max_length == TINY["max_length"]
+
+
+def test_load_captioner_explains_a_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="fine-tun"):
+        load_captioner(tmp_path / "nothing-here")
+
+
+def test_tokenizer_trained_on_captions_round_trips_them() -> None:
+    texts = ["a man with short black hair wearing a red t - shirt.", "a lady in a long coat."]
+    tokenizer = train_tokenizer(texts, vocab_size=80)
+    ids = tokenizer(texts[0])["input_ids"]
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    assert tokenizer.decode(ids, skip_special_tokens=True) == texts[0]
+    assert "[DEC]" in tokenizer.get_vocab()
+    with pytest.raises(ConfigError, match="no caption text"):
+        train_tokenizer(["", "  "], vocab_size=80)
+
+
+def test_unreadable_training_images_are_skipped_and_reported(tmp_path: Path) -> None:
+    pairs = _images(tmp_path)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    captioner = build_tiny_captioner(caption_config(TINY), [p.text for p in pairs])
+    report = SkipReport()
+    pixels, texts = load_pixels(captioner, [*pairs, TrainPair(str(bad), "x")], report, progress=False)
+    assert pixels.shape[0] == len(texts) == len(pairs)
+    assert [path for path, _ in report.items] == [str(bad)]
+    with pytest.raises(DatasetError, match="no readable training image"):
+        load_pixels(captioner, [TrainPair(str(bad), "x")], SkipReport(), progress=False)
+
+
+def _sample(rel: str, pid: int, modality: str) -> Sample:
+    return Sample(
+        path=f"/d/{rel}", rel=rel, pid=pid, cam=1 if modality == "visible" else 3, modality=modality
+    )  # type: ignore[arg-type]
+
+
+def test_ir_pairs_use_a_visible_image_of_the_same_identity_without_colours() -> None:
+    visible = [_sample(f"cam1/000{p}/0001.jpg", p, "visible") for p in (1, 2)]
+    ir = [_sample(f"cam3/000{p}/0001.jpg", p, "ir") for p in (1, 2, 3)]
+    texts = {
+        visible[0].path: "a man with short black hair wearing a red t - shirt",
+        visible[1].path: "a lady in a dark blue coat and white boots",
+    }
+    pairs = ir_pairs(ir, visible, lambda s: texts[s.path], seed=0)
+    assert [(p.path, p.text) for p in pairs] == [
+        (ir[0].path, "a man with short hair wearing a t - shirt"),
+        (ir[1].path, "a lady in a coat and boots"),
+    ]  # identity 3 has no visible image: left out
+
+
+def test_rgb_pairs_skip_uncaptioned_images() -> None:
+    visible = [_sample("cam1/0001/0001.jpg", 1, "visible"), _sample("cam1/0001/0002.jpg", 1, "visible")]
+    index = TextIndex()
+    index.captions["visible"]["cam1/0001/0001.jpg"] = Caption("a man in a coat")
+    assert rgb_pairs(visible, index) == [TrainPair("/d/cam1/0001/0001.jpg", "a man in a coat")]
+
+
+def test_caption_config_overrides_and_errors() -> None:
+    cfg, ccfg = resolve_configs("tiny", ["caption.actors=1", "caption.modalities=[ir]", "data.dataset=regdb"])
+    assert isinstance(ccfg, CaptionConfig) and ccfg.actors == 1 and ccfg.modalities == ["ir"]
+    assert cfg.data.dataset == "regdb"
+    with pytest.raises(ConfigError, match=r"caption\.actorz"):
+        resolve_configs("tiny", ["caption.actorz=2"])
+    with pytest.raises(ConfigError, match=r"caption\.augmenter"):
+        caption_config({}, ["augmenter=vicuna"])
+    with pytest.raises(ConfigError, match="too small"):
+        caption_config({}, ["actors=0"])
+
+
+def _synth_captions(colour: bool) -> tuple[dict[str, str], dict[int, dict]]:
+    people = sample_identities(40, seed=5)
+    captions, truth = {}, {}
+    for person in people:
+        truth[person.pid] = person.attributes()
+        for index in range(1, 6):
+            rng = np.random.default_rng([person.pid, index])
+            text = caption(person.shape, person.colours if colour else None, rng)
+            captions[f"cam{1 if colour else 3}/{person.pid:04d}/{index:04d}.jpg"] = text
+    return captions, truth
+
+
+def test_parser_reads_every_attribute_of_synthtri_ground_truth_captions() -> None:
+    captions, truth = _synth_captions(colour=True)
+    report = score_captions(captions, truth)
+    assert set(report.accuracy) == set(ATTRIBUTES)
+    assert all(acc == 1.0 for acc in report.accuracy.values()), report.accuracy
+    assert report.colour_word_rate == 1.0
+
+
+def test_ir_ground_truth_scores_shape_only_and_names_no_colour() -> None:
+    captions, truth = _synth_captions(colour=False)
+    report = score_captions(captions, truth, SHAPE_ATTRIBUTES)
+    assert all(acc == 1.0 for acc in report.accuracy.values())
+    assert report.colour_word_rate == 0.0
+    assert not any(has_colour(t) for t in captions.values())
+
+
+def test_wrong_colours_are_counted_as_errors() -> None:
+    text = "a slim man with short black straight hair, wearing a red plain t - shirt with short sleeves, "
+    text += "blue jeans and white sneakers."
+    parsed = parse_attributes(text)
+    assert parsed["hair_colour"] == "black" and parsed["upper_colour"] == "red"
+    assert parsed["lower_colour"] == "blue" and parsed["shoes_colour"] == "white"
+    truth = {1: {**parsed, "upper_colour": "green"}}
+    report = score_captions({"cam1/0001/0001.jpg": text}, truth, COLOUR_ATTRIBUTES)
+    assert report.accuracy["upper_colour"] == 0.0 and report.accuracy["lower_colour"] == 1.0
+    assert pid_of("cam1/0012/0003.jpg") == 12
+    with pytest.raises(DatasetError):
+        pid_of("x.jpg")
+
+
+def test_caption_quality_json_round_trip() -> None:
+    captions, truth = _synth_captions(colour=True)
+    data = score_captions(captions, truth).to_dict()
+    assert json.loads(json.dumps(data))["colour_accuracy"] == 1.0
+
+
+def test_modality_of_follows_each_dataset_layout() -> None:
+    from tvifm.captioning.job import modality_of
+
+    assert modality_of("synth", "cam1/0001/0001.jpg") == "visible"
+    assert modality_of("sysu", "cam6/0001/0001.jpg") == "ir"
+    assert modality_of("sysu", "exp/cam1.jpg") is None
+    assert modality_of("regdb", "Thermal/3/t_1.bmp") == "ir"
+    assert modality_of("regdb", "Visible/3/v_1.bmp") == "visible"
+    assert modality_of("llcm", "test_nir/cam1/0001/x.jpg") == "ir"
+    assert modality_of("llcm", "vis/0001/x.jpg") == "visible"
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        modality_of("market", "x.jpg")
+
+
+def test_parts_keep_one_row_per_image_and_report_only_never_captioned(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from tvifm.captioning.job import COLUMNS, collect, done_set, part_name, table_bytes
+    from tvifm.data import storage
+
+    def part(rows: list[tuple[str, str, str]]) -> None:
+        cols = {name: [] for name in COLUMNS}
+        for rel, status, text in rows:
+            for name, value in zip(COLUMNS, (rel, "visible", text, text + "!", status, "bad"), strict=True):
+                cols[name].append(value)
+        parts = tmp_path / "parts" / "visible"
+        storage.write_bytes(parts / part_name(r[0] for r in rows), table_bytes(pa.table(cols)))
+
+    part([("a.jpg", "ok", "a man"), ("b.jpg", "skipped", "")])
+    part([("b.jpg", "ok", "a lady"), ("c.jpg", "skipped", "")])
+    assert part_name(["x", "y"]) == part_name(["y", "x"]) != part_name(["x"])
+    assert done_set(str(tmp_path), "visible") == {"a.jpg", "b.jpg"}
+    captions, skipped = collect(str(tmp_path), "visible")
+    assert list(captions) == ["a.jpg", "b.jpg"] and captions["b.jpg"] == Caption("a lady", "a lady!")
+    assert skipped.items == [("c.jpg", "bad")]
