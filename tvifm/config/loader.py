@@ -40,7 +40,7 @@ def load_config(preset: str | Path | None = "tiny", overrides: Iterable[str] = (
         data = _read_preset(preset)
     for item in overrides:
         key, value = parse_override(item)
-        _set_dotted(data, key, value)
+        set_dotted(data, key, value)
     return from_dict(Config, data)
 
 
@@ -71,7 +71,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, prefix + name, fields[name].metadata)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if callable(check):  # cross-field rules a section declares for itself
+        check()
+    return obj
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -127,7 +131,8 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data[a][b][c] = value`` for the dotted ``key`` ``a.b.c``, creating sections as needed."""
     node = data
     parts = key.split(".")
     for part in parts[:-1]:

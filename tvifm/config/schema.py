@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tvifm.errors import ConfigError
+
+ModalityName = Literal["visible", "ir"]
+MIB = 1024 * 1024
 Stream = Literal["visible", "visible_ca", "ir", "fusion", "visible_text", "ir_text"]
 
 
@@ -148,6 +152,134 @@ class TrackingConfig:
 
 
 @dataclass
+class CaptionConfig:
+    """Captioners (BLIP), their fine-tuning, the Ray Data captioning job and text augmentation."""
+
+    # --- captioner models -------------------------------------------------------------------------
+    base_checkpoint: str | None = None  # local BLIP checkpoint dir to fine-tune; None: tiny BLIP from scratch
+    captioner_dir: str = "runs/captioners"  # fine-tuning writes <dir>/rgb and <dir>/ir (local or s3://)
+    rgb_checkpoint: str | None = None  # captioner used by the job for visible images; None: <dir>/rgb
+    ir_checkpoint: str | None = None  # captioner for IR images; None: <captioner_dir>/ir
+    image_size: int = _num(64, min=16)  # square side the tiny BLIP sees (checkpoints keep their own)
+    patch_size: int = _num(8, min=2)
+    vision_width: int = _num(128, min=16)
+    vision_layers: int = _num(3, min=1)
+    text_width: int = _num(128, min=16)
+    text_layers: int = _num(2, min=1)
+    heads: int = _num(4, min=1)
+    vocab_size: int = _num(400, min=32)  # WordPiece vocabulary trained on the caption corpus
+    max_length: int = _num(50, min=8)  # tokens, for training truncation and generate(max_length)
+    num_beams: int = _num(1, min=1)
+    # --- fine-tuning ------------------------------------------------------------------------------
+    steps: int = _num(600, min=1)  # optimiser steps per captioner (ignored when epochs > 0)
+    epochs: int = _num(0, min=0)
+    batch_size: int = _num(32, min=1)
+    lr: float = _num(2e-3, min=0.0)
+    weight_decay: float = _num(0.01, min=0.0)
+    warmup_fraction: float = _num(0.1, min=0.0, max=1.0)
+    flip: bool = True  # horizontal flip augmentation while fine-tuning
+    ir_text: Literal["sidecar", "captioner"] = "sidecar"  # IR targets: a paired visible image's sidecar
+    # description, or the fine-tuned RGB captioner's caption of it (the paper's recipe); colours stripped
+    threads: int = _num(1, min=1)  # torch threads for fine-tuning (2+ only on an otherwise idle machine)
+    seed: int = 0
+    # --- batch captioning job ---------------------------------------------------------------------
+    modalities: list[ModalityName] = field(default_factory=lambda: ["visible", "ir"])
+    output: str | None = None  # Parquet parts + report; None: <root>/Text/captions
+    actors: int = _num(2, min=1)  # actor pool size per modality
+    cpus_per_actor: float = _num(1.0, min=0.0)
+    gpus_per_actor: float = _num(1.0, min=0.0)  # requested only when the cluster has GPUs
+    threads_per_actor: int = _num(1, min=1)  # torch threads inside each actor
+    infer_batch_size: int = _num(16, min=1)  # images per map_batches call
+    num_cpus: int = _num(2, min=1)  # for the local Ray the job starts when none is running
+    filter_ir_colours: bool = True  # strip colour words from IR captions and their rephrasings
+    s3_endpoint: str | None = None  # else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL
+    # --- augmentation -----------------------------------------------------------------------------
+    augmenter: Literal["rule", "llm", "none"] = "rule"
+    llm_checkpoint: str | None = None  # local causal LM dir for augmenter=llm
+    llm_temperature: float = _num(0.7, min=0.0)
+    llm_max_new_tokens: int = _num(60, min=1)
+    llm_batch_size: int = _num(8, min=1)
+    aug_seed: int = 0
+
+
+@dataclass
+class ScalingConfig:
+    """Replicas and resources of one Serve deployment.
+
+    With ``autoscale`` off the deployment runs ``num_replicas`` replicas; with it on, Serve keeps between
+    ``min_replicas`` and ``max_replicas``, aiming at ``target_ongoing_requests`` requests per replica.
+    """
+
+    num_replicas: int = _num(1, min=1)
+    autoscale: bool = False
+    min_replicas: int = _num(1, min=0)
+    max_replicas: int = _num(4, min=1)
+    target_ongoing_requests: float = _num(2.0, min=0.1)
+    max_ongoing_requests: int = _num(32, min=1)
+    num_cpus: float = _num(1.0, min=0.0)
+    num_gpus: float = _num(0.0, min=0.0)
+
+
+@dataclass
+class ServeConfig:
+    """The retrieval service: model source, gallery storage, limits, auth, batching and scaling."""
+
+    # --- model --------------------------------------------------------------------------------------
+    # a run directory (local or s3://) or an MLflow registry URI models:/<name>@<alias> | models:/<name>/<v>
+    model: str = "models:/tvifm@production"
+    mlflow_tracking_uri: str | None = None  # else MLFLOW_TRACKING_URI
+    ir_captioner: str | None = None  # BLIP captioner dir (local or s3://) generating missing IR captions
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    threads: int = _num(1, min=1)  # torch threads per embedding replica
+    # --- gallery --------------------------------------------------------------------------------------
+    gallery_uri: str = "runs/gallery"  # local folder or s3://bucket/prefix; persisted on every change
+    keep_images: bool = True  # store gallery images so a new model can re-embed the gallery
+    s3_endpoint: str | None = None  # else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL
+    max_segments: int = _num(32, min=1)  # compact the gallery's segment log beyond this many segments
+    # --- HTTP -----------------------------------------------------------------------------------------
+    host: str = "127.0.0.1"  # for jobs/serve.py (a RayService sets its own http_options)
+    port: int = _num(8000, min=0, max=65535)
+    route_prefix: str = "/"
+    auth_token_env: str | None = None  # name of the env var holding the bearer token; None: no auth
+    # --- limits ---------------------------------------------------------------------------------------
+    max_request_bytes: int = _num(32 * MIB, min=1024)  # 413 beyond this
+    max_image_bytes: int = _num(8 * MIB, min=64)  # one encoded image; 413 beyond this
+    max_image_pixels: int = _num(16_000_000, min=64)  # width x height; 413 beyond this
+    max_text_chars: int = _num(2000, min=1)
+    max_metadata_bytes: int = _num(4096, min=2)  # one gallery item's metadata as JSON
+    max_items_per_request: int = _num(256, min=1)  # POST /v1/gallery
+    default_top_k: int = _num(10, min=1)
+    max_top_k: int = _num(100, min=1)
+    # --- batching and scaling -------------------------------------------------------------------------
+    max_batch_size: int = _num(16, min=1)  # @serve.batch of image/text encoding and of searches
+    batch_wait_timeout_s: float = _num(0.005, min=0.0)
+    ingress: ScalingConfig = field(default_factory=lambda: ScalingConfig(num_cpus=0.25))
+    embedder: ScalingConfig = field(default_factory=ScalingConfig)
+    index_num_cpus: float = _num(0.5, min=0.0)  # the single gallery-index replica
+    index_threads: int = _num(1, min=1)  # torch threads of the index (exact search)
+    index_max_ongoing_requests: int = _num(256, min=1)  # >= max_batch_size so searches can batch
+
+    def check(self) -> None:
+        """Reject combinations of values that are each valid but contradict each other."""
+        if self.default_top_k > self.max_top_k:
+            raise ConfigError(
+                f"serve.default_top_k={self.default_top_k} exceeds serve.max_top_k={self.max_top_k}"
+            )
+        if self.max_image_bytes > self.max_request_bytes:
+            raise ConfigError(
+                f"serve.max_image_bytes={self.max_image_bytes} exceeds "
+                f"serve.max_request_bytes={self.max_request_bytes}"
+            )
+        for name in ("ingress", "embedder"):
+            scaling: ScalingConfig = getattr(self, name)
+            if scaling.autoscale and scaling.min_replicas > scaling.max_replicas:
+                raise ConfigError(
+                    f"serve.{name}.min_replicas={scaling.min_replicas} exceeds "
+                    f"serve.{name}.max_replicas={scaling.max_replicas}"
+                )
+
+
+@dataclass
 class Config:
     """Root configuration; presets in ``tvifm/config/presets/*.yaml`` override these defaults."""
 
@@ -163,5 +295,7 @@ class Config:
     joint: JointConfig = field(default_factory=JointConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # mixed precision when a GPU is present (ignored on CPU)

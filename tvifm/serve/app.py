@@ -22,7 +22,8 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from tvifm.serve.config import ScalingConfig, ServeConfig, config_dict, serve_config
+from tvifm.config.schema import ScalingConfig, ServeConfig
+from tvifm.serve.config import config_dict, serve_config
 
 if TYPE_CHECKING:
     from ray.serve import Application
