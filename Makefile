@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench mlflow-ui clean
 
 setup: $(STAMP)
 
@@ -21,10 +21,14 @@ test: setup  ## set up, then run every test (unit, integration, e2e, slow includ
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check tvifm jobs tests benchmarks
+	$(BIN)/ruff check tvifm jobs tests benchmarks infra
 
 bench: setup
 	$(BIN)/python benchmarks/bench_eval.py
+
+mlflow-ui: setup  ## browse the embedded default's MLflow store at http://127.0.0.1:5000
+	$(BIN)/python -m mlflow server --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow/mlflow.db \
+		--artifacts-destination $(CURDIR)/runs/mlflow/artifacts --host 127.0.0.1 --port 5000 --workers 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -63,11 +63,11 @@ ROWS = [
 def prepare_data(cfg: Config) -> None:
     """SynthTri at ``data.root`` with rephrasings (``aug_description``) for text augmentation."""
     from tvifm.data.synth import generate
-    from tvifm.text.augment import augment_dataset_captions
+    from tvifm.text.augment import augment_sidecars
 
     s = cfg.synth
     generate(cfg.data.root, ids=s.ids, seed=s.seed, image_size=tuple(s.image_size))
-    augment_dataset_captions(cfg.data.root)
+    augment_sidecars(cfg.data.root, cfg.data.dataset)
 
 
 def train_seed(cfg: Config, seed: int, out: Path) -> dict[str, Path]:
@@ -109,7 +109,9 @@ def evaluate_rows(runs: dict[str, Path]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def summarise(per_seed: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, tuple[float, float]]]]:
+def summarise(
+    per_seed: list[dict[str, dict[str, Any]]],
+) -> dict[str, dict[str, dict[str, tuple[float, float]]]]:
     """Mean and standard deviation over seeds of each row, protocol and metric (percent)."""
     table: dict[str, dict[str, dict[str, tuple[float, float]]]] = {}
     for row in ROWS:
@@ -123,39 +125,55 @@ def summarise(per_seed: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, 
 
 
 def markdown(table: dict[str, Any], seeds: list[int], cfg: Config, minutes: float) -> str:
-    head = "| row | " + " | ".join(f"{PROTOCOLS[p]} {m}" for p in PROTOCOLS for m in ("R1", "mAP", "mINP")) + " |"
+    head = (
+        "| row | "
+        + " | ".join(f"{PROTOCOLS[p]} {m}" for p in PROTOCOLS for m in ("R1", "mAP", "mINP"))
+        + " |"
+    )
     lines = [head, "|---|" + "---:|" * (len(PROTOCOLS) * len(METRICS))]
     for row in ROWS:
-        cells = [f"{table[row.name][p][m][0]:.1f} ± {table[row.name][p][m][1]:.1f}" for p in PROTOCOLS for m in METRICS]
+        cells = [
+            f"{table[row.name][p][m][0]:.1f} ± {table[row.name][p][m][1]:.1f}"
+            for p in PROTOCOLS
+            for m in METRICS
+        ]
         lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
     base = table[ROWS[0].name]["all-single"]["rank1"][0]
     full = table[ROWS[-1].name]["all-single"]["rank1"][0]
-    return "\n".join([
-        "# Ablation on SynthTri",
-        "",
+    intro = (
         "`python benchmarks/ablation.py` trains the `tiny` preset on the default SynthTri "
         f"({cfg.synth.ids} identities, {cfg.data.image_size[0]}x{cfg.data.image_size[1]} input) "
-        f"with seeds {', '.join(map(str, seeds))} and evaluates on the test identities with the SYSU-MM01 "
-        "protocol (IR queries from cameras 3 and 6; single-shot gallery, 10 trials). Each stage's checkpoint "
-        "is selected on the validation identities, never on the test set. Values are percentages, mean ± "
-        "standard deviation over seeds.",
-        "",
-        "| row | what changes |",
-        "|---|---|",
-        "| IR baseline | stage 1 only (two-stream ResNet, CE + WRT, channel augmentation), IR image queries |",
-        "| + fusion | stage 2 trains the text encoder on the visible and fusion streams only; fusion queries |",
-        "| + joint learning | stage 2 on all streams {RGB, RGB-CA, IR, fusion, RGB text}; fusion queries |",
-        "| + ensemble retrieval | the same model, ensemble (MER) queries |",
-        "| + text augmentation | captions replaced by their rephrasing with probability 0.5 during stage 2 |",
-        "",
-        *lines,
-        "",
-        f"The full model improves all-search Rank-1 by {full - base:.1f} points over the IR baseline. "
-        f"Total time {minutes:.0f} min on {os.cpu_count()} CPU cores.",
-        "",
-        "![CMC curves of the ablation rows](ablation_cmc.png)",
-        "",
-    ])
+        f"with seeds {', '.join(map(str, seeds))} and evaluates on the test identities with the "
+        "SYSU-MM01 protocol (IR queries from cameras 3 and 6; single-shot gallery, 10 trials). Each "
+        "stage's checkpoint is selected on the validation identities, never on the test set. Values are "
+        "percentages, mean ± standard deviation over seeds."
+    )
+    rows = [
+        ("IR baseline", "stage 1 only (two-stream ResNet, CE + WRT, channel augmentation), IR image queries"),
+        ("+ fusion", "stage 2 on the visible and fusion streams only; fusion queries"),
+        ("+ joint learning", "stage 2 on all streams {RGB, RGB-CA, IR, fusion, RGB text}; fusion queries"),
+        ("+ ensemble retrieval", "the same model, ensemble (MER) queries"),
+        ("+ text augmentation", "captions replaced by their rephrasing with probability 0.5 in stage 2"),
+    ]
+    return "\n".join(
+        [
+            "# Ablation on SynthTri",
+            "",
+            intro,
+            "",
+            "| row | what changes |",
+            "|---|---|",
+            *(f"| {name} | {what} |" for name, what in rows),
+            "",
+            *lines,
+            "",
+            f"The full model improves all-search Rank-1 by {full - base:.1f} points over the IR baseline. "
+            f"Total time {minutes:.0f} min on {os.cpu_count()} CPU cores.",
+            "",
+            "![CMC curves of the ablation rows](ablation_cmc.png)",
+            "",
+        ]
+    )
 
 
 def cmc_plot(per_seed_cmc: dict[str, list[list[float]]], path: Path) -> None:
@@ -207,7 +225,9 @@ def main() -> None:
         per_seed.append(results)
         for row in ROWS:
             cmcs[row.name].append(results[row.name]["all-single"]["cmc"])
-        print(f"seed {seed}: " + json.dumps({r: results[r]["all-single"]["rank1"] for r in results}), flush=True)
+        print(
+            f"seed {seed}: " + json.dumps({r: results[r]["all-single"]["rank1"] for r in results}), flush=True
+        )
     table = summarise(per_seed)
     text = markdown(table, args.seeds, cfg, (time.time() - start) / 60)
     print(text)

@@ -182,3 +182,25 @@ def test_llm_augmenter_uses_a_clean_generation(tiny_lm: Path, monkeypatch: pytes
 def test_llm_augmenter_reports_a_bad_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="save_pretrained"):
         LLMAugmenter(str(tmp_path / "missing"))
+
+
+def test_augment_sidecars_gives_every_caption_a_rephrasing_once(small_synth, tmp_path) -> None:
+    import shutil
+
+    from tvifm.data.registry import load_dataset
+    from tvifm.data.sidecars import all_samples, load_text_for
+    from tvifm.text.augment import augment_sidecars
+    from tvifm.text.colour import has_colour
+
+    root = shutil.copytree(small_synth, tmp_path / "synth")
+    written = augment_sidecars(str(root))
+    splits = load_dataset("synth", root)
+    text = load_text_for(splits)
+    samples = all_samples(splits)
+    assert written == {m: sum(1 for s in samples if s.modality == m) for m in ("visible", "ir")}
+    captions = [(s, text.caption(s)) for s in samples]
+    assert all(c is not None and c.aug_description for _, c in captions)
+    assert not any(has_colour(c.aug_description) for s, c in captions if s.modality == "ir")
+    changed = sum(c.aug_description != c.description for _, c in captions)
+    assert changed > 0.8 * len(captions)
+    assert augment_sidecars(str(root)) == {}  # already augmented: nothing rewritten

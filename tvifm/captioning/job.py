@@ -19,21 +19,20 @@ stops the job. Ray is imported when the job runs; without a running Ray the job 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import logging
-import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from tvifm.cluster import ray_session
 from tvifm.data import storage
 from tvifm.data.base import Modality
 from tvifm.data.images import EMPTY_FILE, IMAGE_SUFFIXES, SkipReport
@@ -305,26 +304,6 @@ def _rows_table(rows: list[dict[str, str]]) -> pa.Table:
     import pyarrow as pa
 
     return pa.table({key: [r[key] for r in rows] for key in ("rel", "modality", "uri")})
-
-
-@contextlib.contextmanager
-def ray_session(num_cpus: int) -> Iterator[None]:
-    """Use the running Ray (or the cluster in ``RAY_ADDRESS``), else start a local one with ``num_cpus``.
-
-    Ray started or connected here is shut down when the block ends.
-    """
-    import ray
-
-    started = not ray.is_initialized()
-    if started and os.environ.get("RAY_ADDRESS"):
-        ray.init(logging_level=logging.WARNING)  # a cluster given by the environment (e.g. a RayJob)
-    elif started:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def done_set(out: str, modality: str, endpoint: str | None = None) -> set[str]:

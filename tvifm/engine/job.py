@@ -47,24 +47,13 @@ def tracking_session(cfg: Config) -> Iterator[str | None]:
 
 @contextmanager
 def ray_session(cfg: Config) -> Iterator[None]:
-    """Connect to ``dist.ray_address`` / ``RAY_ADDRESS`` (e.g. under ``ray job submit``), or start a local
-    Ray sized for the job; only a Ray started here is shut down on exit."""
-    import ray
+    """Ray for the job: the running one, ``dist.ray_address`` / ``RAY_ADDRESS``, or a local Ray big
+    enough for ``dist.num_workers x dist.cpus_per_worker``; only a Ray started here is shut down."""
+    from tvifm.cluster import ray_session as session
 
-    if ray.is_initialized():
+    cpus = max(os.cpu_count() or 1, cfg.dist.num_workers * cfg.dist.cpus_per_worker)
+    with session(cpus, cfg.dist.ray_address):
         yield
-        return
-    address = cfg.dist.ray_address or os.environ.get("RAY_ADDRESS", "")
-    if address:
-        ray.init(address=address)
-    else:
-        cpus = max(os.cpu_count() or 1, cfg.dist.num_workers * cfg.dist.cpus_per_worker)
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
-    try:
-        yield
-    finally:
-        if not address:
-            ray.shutdown()
 
 
 @dataclass

@@ -166,3 +166,30 @@ def build_augmenter(kind: AugmenterKind, **options: Any) -> Augmenter:
 
         return LLMAugmenter(**options)
     raise ConfigError(f"unknown augmenter {kind!r}; choose one of: rule, llm, none")
+
+
+def augment_sidecars(root: str, dataset: str = "synth", augmenter: Augmenter | None = None) -> dict[str, int]:
+    """Give every captioned image of a dataset a rephrasing, written as ``caption_llm_dict`` sidecars.
+
+    For datasets whose sidecars hold descriptions only (SynthTri's ground-truth ``caption_dict``), this
+    writes ``Text/Blip_*/caption_llm_dict_*.json`` with the description and its rephrasing, which text
+    augmentation in stage 2 reads as ``aug_description``. A modality whose captions all have a
+    rephrasing already is left alone. Returns the number of captions written per modality.
+    """
+    from tvifm.data.registry import load_dataset
+    from tvifm.data.sidecars import Caption, all_samples, caption_dict_path, load_text_for, write_caption_dict
+
+    splits = load_dataset(dataset, root)
+    text = load_text_for(splits)
+    augmenter = augmenter or RuleAugmenter()
+    written: dict[str, int] = {}
+    for modality in ("visible", "ir"):
+        pairs = [(s, text.caption(s)) for s in all_samples(splits) if s.modality == modality]
+        pairs = [(s, c) for s, c in pairs if c is not None]
+        if not pairs or all(c.aug_description for _, c in pairs):
+            continue
+        rephrased = augmenter.augment([c.description for _, c in pairs], modality=modality)
+        captions = {s.rel: Caption(c.description, aug) for (s, c), aug in zip(pairs, rephrased, strict=True)}
+        write_caption_dict(caption_dict_path(root, modality), captions)
+        written[modality] = len(captions)
+    return written
