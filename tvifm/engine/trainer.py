@@ -10,6 +10,7 @@ identities (never the test set), and re-running into the same run directory resu
 from __future__ import annotations
 
 import random
+import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -95,9 +96,15 @@ class PlainRunner:
         self.scheduler.load_state_dict(state["scheduler"])
 
 
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 @dataclass
 class EpochLog:
-    """What one epoch did: mean losses, learning rate, validation metrics, time."""
+    """What one epoch did: mean losses, learning rate, validation metrics, training time (validation
+    excluded), images through the backbone and the peak resident memory of this process so far."""
 
     epoch: int
     losses: dict[str, float]
@@ -106,6 +113,7 @@ class EpochLog:
     images: int
     val: dict[str, dict[str, float]] | None = None
     best: bool = False
+    peak_rss_mb: float = 0.0
 
 
 @dataclass
@@ -267,7 +275,8 @@ class Trainer:
         lr = self.runner.lr()
         self.runner.epoch_end()
         losses = self.runner.mean_over_ranks({k: v / max(steps, 1) for k, v in totals.items()})
-        return EpochLog(epoch, losses, lr, time.perf_counter() - t0, images)
+        seconds = time.perf_counter() - t0
+        return EpochLog(epoch, losses, lr, seconds, images, peak_rss_mb=peak_rss_mb())
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """Forward, losses, backward and optimiser step on one batch; returns the loss values."""

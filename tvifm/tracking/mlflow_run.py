@@ -70,6 +70,8 @@ def epoch_metrics(stage: str, log: EpochLog) -> dict[str, float]:
     metrics = {f"{stage}/loss/{k}": float(v) for k, v in log.losses.items()}
     metrics[f"{stage}/lr"] = float(log.lr)
     metrics[f"{stage}/epoch_seconds"] = float(log.seconds)
+    if log.peak_rss_mb:
+        metrics[f"{stage}/peak_rss_mb"] = float(log.peak_rss_mb)
     for mode, values in (log.val or {}).items():
         for k, v in values.items():
             if isinstance(v, float) and not k.endswith("_std") and k != "trials":
