@@ -66,7 +66,10 @@ def prepare_data(cfg: Config) -> None:
     from tvifm.text.augment import augment_sidecars
 
     s = cfg.synth
-    generate(cfg.data.root, ids=s.ids, seed=s.seed, image_size=tuple(s.image_size))
+    generate(
+        cfg.data.root, ids=s.ids, seed=s.seed, image_size=tuple(s.image_size),
+        images_per_cam=tuple(s.images_per_cam),
+    )  # fmt: skip
     augment_sidecars(cfg.data.root, cfg.data.dataset)
 
 

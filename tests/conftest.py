@@ -41,6 +41,8 @@ def _tiny_config(root: Path, *overrides: str) -> Config:
             "joint.epochs=2",
             "joint.warmup_epochs=0",
             "joint.batches_per_epoch=4",
+            "base.eval_every=1",
+            "joint.eval_every=1",
             *overrides,
         ],
     )

@@ -56,7 +56,10 @@ def prepare_synth(cfg: Config) -> None:
     from tvifm.data.synth import generate
 
     s = cfg.synth
-    summary = generate(cfg.data.root, ids=s.ids, seed=s.seed, image_size=tuple(s.image_size))
+    summary = generate(
+        cfg.data.root, ids=s.ids, seed=s.seed, image_size=tuple(s.image_size),
+        images_per_cam=tuple(s.images_per_cam),
+    )  # fmt: skip
     state = "reused" if summary.reused else "generated"
     _say(f"SynthTri at {cfg.data.root}: {state} ({summary.ids} identities)")
 

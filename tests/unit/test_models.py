@@ -148,11 +148,12 @@ def test_tokenizer_is_the_clip_bpe_vocabulary() -> None:
 
 @pytest.mark.slow
 def test_paper_scale_checkpoints_load_through_the_real_code_path(tmp_path) -> None:
-    """A CLIP RN50 checkpoint (open_clip format) and torchvision ResNet-50 weights built here load."""
+    """An OpenAI CLIP RN50 checkpoint (open_clip format, QuickGELU) and torchvision ResNet-50 weights
+    built here load."""
     import open_clip
     from torchvision.models import resnet50
 
-    clip = open_clip.create_model("RN50")
+    clip = open_clip.create_model("RN50-quickgelu")  # OpenAI CLIP, as the paper preset expects
     clip_path = tmp_path / "clip_rn50.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in clip.state_dict().items()}}, clip_path)
     imagenet = resnet50(weights=None)

@@ -32,6 +32,8 @@ class SynthConfig:
     ids: int = _num(240, min=8)
     seed: int = 0
     image_size: list[int] = _size(96, 48)  # [height, width]
+    # images of every identity in every [visible, IR] camera
+    images_per_cam: list[int] = field(default_factory=lambda: [4, 5], metadata={"length": 2, "min": 1})
 
 
 @dataclass

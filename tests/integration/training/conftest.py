@@ -105,6 +105,8 @@ def job_overrides(synth_small: Path, tmp_path: Path) -> Callable[..., list[str]]
             "joint.epochs=2",
             "joint.warmup_epochs=0",
             "joint.batches_per_epoch=2",
+            "base.eval_every=1",
+            "joint.eval_every=1",
             "eval.trials=1",
             "eval.val_trials=1",
             "dist.cpus_per_worker=1",
