@@ -28,8 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from docs_section import write_section
+
 REPO = Path(__file__).resolve().parents[1]
-SECTION = "## Captioning"
+SECTION = "Captioning"
 
 
 def _dataset(work: Path, images: int) -> Path:
@@ -99,20 +101,6 @@ def time_job(root: Path, captioner_dir: str, actors: int, batch_size: int, work:
     return time.perf_counter() - started
 
 
-def update_section(path: Path, heading: str, body: str) -> None:
-    """Replace the ``heading`` section of a Markdown file (up to the next ``## ``), or append it."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
-    new = [heading, "", *body.strip().splitlines(), ""]
-    if start is None:
-        lines = [*lines, "", *new] if lines and lines[-1].strip() else [*lines, *new]
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        lines = [*lines[:start], *new, *lines[end:]]
-    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
-
-
 def _markdown(n: int, loop: float, jobs: dict[int, float], batch_size: int) -> str:
     rows = [f"| single-process loop | {n / loop:.1f} | 1.00x |"]
     rows += [
@@ -169,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     print(json.dumps({"images": len(rows), "loop_s": loop, "job_s": jobs, "load": loads}))
     if not args.no_docs:
-        update_section(REPO / "docs" / "benchmarks.md", SECTION, body)
+        write_section(REPO / "docs" / "benchmarks.md", SECTION, body)
     return 0
 
 

@@ -26,9 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_caption import update_section  # noqa: E402
+from docs_section import write_section  # noqa: E402
 
-SECTION = "## Caption quality"
+SECTION = "Caption quality"
 
 
 def _generate(root: Path, ids: int) -> None:
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     body = markdown(result, train, args.ids)
     print(body)
     if not args.no_docs:
-        update_section(REPO / "docs" / "captioning.md", SECTION, body)
+        write_section(REPO / "docs" / "captioning.md", SECTION, body)
     return 0
 
 

@@ -52,6 +52,18 @@ S3_ENV = {
 }
 
 
+SERVE_TESTS = Path(__file__).parent / "serve"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the Ray Serve tests after every other test: their session-scoped deployment holds CPUs of
+    the shared local Ray until the session ends, which would starve training and captioning workers."""
+    serve = [item for item in items if SERVE_TESTS in Path(item.path).parents]
+    if serve:
+        others = [item for item in items if SERVE_TESTS not in Path(item.path).parents]
+        items[:] = others + serve
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """URL of a local S3 server for the whole session (environment set for boto3 and pyarrow)."""

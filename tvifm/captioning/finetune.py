@@ -15,7 +15,6 @@ reported, never fatal.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import random
@@ -246,20 +245,11 @@ def finetune(
     threads = torch.get_num_threads()
     torch.set_num_threads(ccfg.threads)
     try:
-        splits = load_dataset(cfg.data.dataset, local_dataset(root, ccfg.s3_endpoint), cfg.data.trial)
+        splits = load_dataset(cfg.data.dataset, storage.local_dataset(root, ccfg.s3_endpoint), cfg.data.trial)
         text = load_text_for(splits)
         return _finetune_all(splits, text, ccfg, modalities, progress)
     finally:
         torch.set_num_threads(threads)
-
-
-def local_dataset(root: str, endpoint: str | None = None) -> str:
-    """``root`` itself when local; an ``s3://`` dataset is copied once to a local cache folder first."""
-    if not storage.is_s3(root):
-        return root
-    digest = hashlib.sha256(root.encode()).hexdigest()[:16]
-    cache = Path(tempfile.gettempdir()) / "tvifm-datasets" / digest
-    return str(storage.download_tree(root, cache, endpoint))
 
 
 def _finetune_all(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import hashlib
 import io
 import os
 import tempfile
@@ -290,3 +291,13 @@ def _is_not_found(err: Exception) -> bool:
 
 open = open_uri  # the issue's API name; shadows the builtin in this module only
 list = list_files
+
+
+def local_dataset(uri: str, endpoint: str | None = None) -> str:
+    """A local directory holding the dataset at ``uri``: the path itself, or for ``s3://`` a cached copy
+    (under ``$TVIFM_CACHE`` or ``~/.cache/tvifm``, keyed by the URI; only missing files are fetched)."""
+    if not is_s3(uri):
+        return uri
+    cache = Path(os.environ.get("TVIFM_CACHE", Path.home() / ".cache" / "tvifm")) / "datasets"
+    dest = cache / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    return str(download_tree(uri, dest, endpoint))

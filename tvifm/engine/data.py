@@ -9,13 +9,10 @@ another image of the same identity and modality, so one bad file never stops tra
 
 from __future__ import annotations
 
-import hashlib
-import os
 import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,16 +28,10 @@ from tvifm.errors import DatasetError
 
 
 def dataset_root(uri: str) -> str:
-    """A local directory holding the dataset at ``uri``: the path itself, or for ``s3://`` a cached copy
-    (under ``$TVIFM_CACHE`` or ``~/.cache/tvifm``, keyed by the URI; only missing files are fetched)."""
+    """A local directory holding the dataset at ``uri`` (see :func:`tvifm.data.storage.local_dataset`)."""
     from tvifm.data import storage
 
-    if not storage.is_s3(uri):
-        return uri
-    cache = Path(os.environ.get("TVIFM_CACHE", Path.home() / ".cache" / "tvifm")) / "datasets"
-    dest = cache / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    storage.download_tree(uri, dest)
-    return str(dest)
+    return storage.local_dataset(uri)
 
 
 class ImageCache:

@@ -115,12 +115,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def serve_http(ray_local: None) -> Iterator[str]:
-    """Serve's HTTP proxy on a free loopback port for the serve tests; yields its base URL.
+    """Serve's HTTP proxy on a free loopback port for the session; yields its base URL.
 
-    Package-scoped: Serve (its proxy and replicas hold CPUs of the 2-CPU ``ray_local``) is shut down
-    before the next test package, so later tests get the whole local Ray."""
+    Serve's proxy and replicas hold CPUs of the 2-CPU ``ray_local`` while it is up, so the serve tests
+    run last (``tests/integration/conftest.py`` orders them) and the other tests get the whole Ray."""
     from ray import serve
 
     port = _free_port()
@@ -131,7 +131,7 @@ def serve_http(ray_local: None) -> Iterator[str]:
         serve.shutdown()
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def serve_bucket(s3_endpoint: str) -> str:
     """A bucket on the local S3 server for the service's galleries."""
     from tvifm.data import storage
@@ -197,7 +197,7 @@ def service_config(assets: ServeAssets, gallery_uri: str, **extra: Any) -> dict[
     }
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def service(serve_http: str, serve_assets: ServeAssets, serve_bucket: str) -> Iterator[Service]:
     """The session's deployment of the service (gallery on the local S3 server)."""
     from ray import serve
