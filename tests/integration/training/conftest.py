@@ -46,6 +46,8 @@ def ray_head() -> Iterator[str]:
         str(VENV_BIN / "ray"), "start", "--head", f"--port={free_port()}", f"--dashboard-port={dash}",
         "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1", "--num-cpus=2",
         "--include-dashboard=true", "--disable-usage-stats", "--block", f"--temp-dir={temp}",
+        # the job agent's fixed default port (52365) may be held by the session's local Ray
+        f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
     ]  # fmt: skip
     log = open(Path(temp) / "head.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
