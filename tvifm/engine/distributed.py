@@ -15,7 +15,9 @@ Ray and DeepSpeed are imported only here (and only inside functions).
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -224,6 +226,24 @@ def _run_config(cfg: Config, name: str) -> Any:
     )
 
 
+def absolute_paths(cfg: Config) -> Config:
+    """A copy of ``cfg`` whose relative local paths (dataset, weights, checkpoints, Ray storage) are made
+    absolute against this process's working directory: Ray Train runs each worker in a directory of
+    its own, where a relative path such as the default ``data/synthtri`` would not resolve."""
+
+    def fix(path: str | None) -> str | None:
+        if not path or storage.is_s3(path) or os.path.isabs(path):
+            return path
+        return os.path.abspath(path)
+
+    out = copy.deepcopy(cfg)
+    out.data.root = fix(out.data.root) or out.data.root
+    out.dist.storage_path = fix(out.dist.storage_path) or out.dist.storage_path
+    out.text.checkpoint = fix(out.text.checkpoint)
+    out.backbone.weights = fix(out.backbone.weights)
+    return out
+
+
 def run_stage(
     cfg: Config, stage: Stage, *, init_uri: str | None = None, callbacks: list[EpochCallback] | None = None
 ) -> StageOutcome:
@@ -235,6 +255,9 @@ def run_stage(
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    cfg = absolute_paths(cfg)
+    if init_uri and not storage.is_s3(init_uri):
+        init_uri = os.path.abspath(init_uri)
     name = f"{cfg.dist.run_name or cfg.name}-{stage}"
     use_gpu = cfg.dist.use_gpu
     trainer = TorchTrainer(
