@@ -93,9 +93,9 @@ def caption_dataset(cfg: Config) -> None:
     _say(f"captions: {result.to_dict().get('counts')} (skipped images: {len(result.skipped)})")
 
 
-def mlflow_hint(cfg: Config, uri: str) -> str:
+def mlflow_hint(cfg: Config, uri: str, embedded: bool) -> str:
     """Where to look at the runs: the server in use, or how to reopen the embedded server's store."""
-    if cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"):
+    if not embedded:
         t = cfg.tracking
         return f"MLflow UI: {uri} (experiment {t.experiment}, registered model {t.registered_model})"
     return (
@@ -111,6 +111,7 @@ def run_pipeline(cfg: Config) -> PipelineResult:
     from tvifm.engine.job import ray_session, tracking_session, train_job
 
     timer = _Timer()
+    embedded = not (cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"))  # decided before we set it
     if cfg.data.dataset == "synth":
         timer.run("SynthTri", prepare_synth, cfg)
     _say("dataset statistics:\n" + format_stats(stats_for(cfg.data.dataset, cfg.data.root, cfg.data.trial)))
@@ -126,7 +127,7 @@ def run_pipeline(cfg: Config) -> PipelineResult:
                 f"alias candidate{', production' if r.promoted else ''}"
             )
         if uri:
-            _say(mlflow_hint(cfg, uri))
+            _say(mlflow_hint(cfg, uri, embedded))
     times = ", ".join(f"{k} {v:.0f} s" for k, v in timer.seconds.items())
     _say(f"stage times: {times}; total {sum(timer.seconds.values()):.0f} s")
     return PipelineResult(result.report, result.exports, result.registration, uri, timer.seconds)
