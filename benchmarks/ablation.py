@@ -65,14 +65,10 @@ REFERENCE = Row("text query alone (joint model)", "joint", "text")
 
 def prepare_data(cfg: Config) -> None:
     """SynthTri at ``data.root`` with rephrasings (``aug_description``) for text augmentation."""
-    from tvifm.data.synth import generate
+    from tvifm.pipeline import prepare_synth
     from tvifm.text.augment import augment_sidecars
 
-    s = cfg.synth
-    generate(
-        cfg.data.root, ids=s.ids, seed=s.seed, image_size=tuple(s.image_size),
-        images_per_cam=tuple(s.images_per_cam),
-    )  # fmt: skip
+    prepare_synth(cfg)
     augment_sidecars(cfg.data.root, cfg.data.dataset)
 
 

@@ -27,13 +27,6 @@ from tvifm.data.transforms import to_training_tensor, train_transforms
 from tvifm.errors import DatasetError
 
 
-def dataset_root(uri: str) -> str:
-    """A local directory holding the dataset at ``uri`` (see :func:`tvifm.data.storage.local_dataset`)."""
-    from tvifm.data import storage
-
-    return storage.local_dataset(uri)
-
-
 class ImageCache:
     """Decoded images resized to the training size, by path, read once when ``enabled`` (the training
     sets of the CPU default fit in memory: 6k images of 96x48 are 80 MB)."""

@@ -12,8 +12,8 @@ from tvifm.config.loader import config_hash, read_saved_config
 from tvifm.config.schema import Config
 from tvifm.data.registry import load_dataset
 from tvifm.data.sidecars import load_text_for
+from tvifm.data.storage import local_dataset
 from tvifm.engine import checkpoint as ckpt
-from tvifm.engine.data import dataset_root
 from tvifm.engine.inference import QUERY_MODES
 from tvifm.engine.trainer import resolve_device
 from tvifm.engine.validation import evaluate_model, protocol_sets
@@ -57,7 +57,7 @@ def evaluate_run(
     bad = set(modes) - set(QUERY_MODES)
     if bad:
         raise TvifmError(f"unknown --mode {sorted(bad)}; valid: {', '.join(QUERY_MODES)}")
-    splits = load_dataset(name, dataset_root(root or cfg.data.root), trial or cfg.data.trial)
+    splits = load_dataset(name, local_dataset(root or cfg.data.root), trial or cfg.data.trial)
     text = load_text_for(splits)
     sets = protocol_sets(
         name,

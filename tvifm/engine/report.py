@@ -10,7 +10,7 @@ import numpy as np
 from tvifm.data.images import read_image
 from tvifm.data.registry import load_dataset
 from tvifm.data.sidecars import load_text_for
-from tvifm.engine.data import dataset_root
+from tvifm.data.storage import local_dataset
 from tvifm.engine.evaluate import METRIC_KEYS, load_run
 from tvifm.engine.inference import build_query_bank, gallery_embeddings
 from tvifm.engine.validation import protocol_sets
@@ -53,7 +53,7 @@ def ranked_grid(
     model, cfg, meta = load_run(run_dir)
     if meta["stage"] != "joint":
         mode = "ir"
-    splits = load_dataset(cfg.data.dataset, dataset_root(cfg.data.root), cfg.data.trial)
+    splits = load_dataset(cfg.data.dataset, local_dataset(cfg.data.root), cfg.data.trial)
     text = load_text_for(splits)
     sets = protocol_sets(
         cfg.data.dataset, splits.test_gallery, splits.test_query, trials=1, seed=cfg.eval.seed

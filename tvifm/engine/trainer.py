@@ -27,8 +27,9 @@ from tvifm.config.schema import Config, StageConfig
 from tvifm.data.images import SkipReport
 from tvifm.data.registry import load_dataset
 from tvifm.data.sidecars import load_text_for
+from tvifm.data.storage import local_dataset
 from tvifm.engine import checkpoint as ckpt
-from tvifm.engine.data import TrainSource, build_loader, dataset_root, ensure_validation, train_source
+from tvifm.engine.data import TrainSource, build_loader, ensure_validation, train_source
 from tvifm.engine.schedule import build_scheduler
 from tvifm.engine.validation import ValidationSet, validate
 from tvifm.losses import ReIDLoss
@@ -186,7 +187,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.skipped = SkipReport()
         splits = ensure_validation(
-            load_dataset(cfg.data.dataset, dataset_root(cfg.data.root), cfg.data.trial),
+            load_dataset(cfg.data.dataset, local_dataset(cfg.data.root), cfg.data.trial),
             cfg.data.val_fraction,
             cfg.seed,
         )
