@@ -186,7 +186,7 @@ def _synth_captions(colour: bool) -> tuple[dict[str, str], dict[int, dict]]:
         truth[person.pid] = person.attributes()
         for index in range(1, 6):
             rng = np.random.default_rng([person.pid, index])
-            text = caption(person.shape, person.colours if colour else None, rng)
+            text = caption(person.shape, person.colours if colour else None, rng, noise=False)
             captions[f"cam{1 if colour else 3}/{person.pid:04d}/{index:04d}.jpg"] = text
     return captions, truth
 

@@ -21,8 +21,8 @@ from tvifm.data.synth import (
     parse_image_size,
     sample_identities,
 )
-from tvifm.data.synth_render import render_ir, render_visible, sample_pose
-from tvifm.data.synth_text import caption
+from tvifm.data.synth_render import EMBLEMS, render_ir, render_visible, sample_pose
+from tvifm.data.synth_text import OMIT, caption
 from tvifm.errors import ConfigError, DatasetError
 
 VISIBLE_CAMS, IR_CAMS = (1, 2, 4, 5), (3, 6)
@@ -36,6 +36,8 @@ COLOUR_WORDS = {
     *("silver", "dark", "light", "colour", "color", "coloured", "colored", "multicolor", "multicolour"),
 }
 COLOUR_KEYS = ("hair_colour", "upper_colour", "lower_colour", "shoes_colour", "bag_colour", "hat_colour")
+LOWER_WORDS = {"jeans": {"jeans"}, "trousers": {"trousers", "pants"}}
+LOWER_WORDS |= {"shorts": {"shorts"}, "skirt": {"skirt"}}
 SHAPE_KEYS = (
     *("gender", "build", "hair_length", "hair_style", "upper_type", "upper_sleeve", "upper_pattern"),
     *("lower_type", "shoes_type", "bag", "hat", "skin_tone"),
@@ -139,21 +141,32 @@ def test_attributes_cover_every_identity_and_families_differ_only_in_colour(data
     assert len(shapes) == len(families)  # families are told apart by colour-free attributes
 
 
-def test_family_members_match_in_ir_and_differ_in_visible() -> None:
+def test_relatives_differ_in_ir_only_by_their_physique_and_strongly_in_visible() -> None:
     people = sample_identities(20, seed=2)
     a, b = next((p, q) for p, q in pairwise(people) if p.family == q.family)
-    assert a.shape == b.shape and a.colours != b.colours
-    images = {}
-    for person in (a, b):
+    assert a.shape == b.shape and a.colours != b.colours and a.physique != b.physique
+    twin = replace(b, physique=a.physique)  # b with a's body and print: the same in IR as a
+
+    def render(person: Identity, modality: str) -> np.ndarray:
         rng = np.random.default_rng(7)
-        pose = sample_pose(rng, 3)
-        images[person.pid, "ir"] = render_ir(person.shape, pose, 3, SIZE, rng)
-        rng = np.random.default_rng(7)
+        if modality == "ir":
+            return render_ir(person.shape, sample_pose(rng, 3), 3, SIZE, rng, person.physique).astype(int)
         pose = sample_pose(rng, 1)
-        images[person.pid, "vis"] = render_visible(person.shape, person.colours, pose, 1, SIZE, rng)
-    assert np.array_equal(images[a.pid, "ir"], images[b.pid, "ir"])
-    diff = np.abs(images[a.pid, "vis"].astype(int) - images[b.pid, "vis"].astype(int))
-    assert (diff.max(axis=2) > 40).mean() > 0.05
+        return render_visible(person.shape, person.colours, pose, 1, SIZE, rng, person.physique).astype(int)
+
+    assert np.array_equal(render(a, "ir"), render(twin, "ir"))
+    ir_diff = np.abs(render(a, "ir") - render(b, "ir")).max(axis=2)
+    vis_diff = np.abs(render(a, "vis") - render(b, "vis")).max(axis=2)
+    assert ir_diff.max() > 0  # the physique shows in IR...
+    assert (vis_diff > 40).mean() > 3 * max((ir_diff > 40).mean(), 0.01)  # ...far less than colour
+
+
+def test_every_identity_has_its_own_physique_in_the_attributes(data: Path) -> None:
+    attrs = _json(data / "attributes.json")
+    physiques = [tuple(sorted(a["physique"].items())) for a in attrs.values()]
+    assert len(set(physiques)) == len(physiques)
+    assert {dict(p)["emblem"] for p in physiques} == set(EMBLEMS)
+    assert sample_identities(12, seed=1) == sample_identities(12, seed=1)
 
 
 def _shape(**changes: str) -> Shape:
@@ -219,36 +232,44 @@ def test_caption_sidecars_key_exactly_the_images(data: Path) -> None:
         assert {k: Counter(v) for k, v in id_map.items()} == {k: Counter(v) for k, v in per_id.items()}
 
 
-def test_visible_captions_name_every_colour_of_the_identity(data: Path) -> None:
+def test_exact_captions_name_every_attribute_and_colour() -> None:
+    for person in sample_identities(60, seed=3):
+        text = caption(person.shape, person.colours, np.random.default_rng(person.pid), noise=False)
+        words = _words(text)
+        for key in COLOUR_KEYS:
+            colour = getattr(person.colours, key.removesuffix("_colour"))
+            if colour is not None:
+                assert colour in words, (key, text)
+        assert LOWER_WORDS[person.shape.lower_type] & words, text
+        if person.shape.bag != "none":
+            assert {"backpack", "handbag", "bag"} & words, text
+
+
+def test_visible_captions_are_mostly_right_with_captioner_noise(data: Path) -> None:
     attrs = _json(data / "attributes.json")
     captions = _json(data / "Text/Blip_RGB/caption_dict_Blip_RGB.json")
+    named: dict[str, list[bool]] = defaultdict(list)
     for rel, value in captions.items():
         a = attrs[str(int(rel.split("/")[1]))]
         words = _words(value["description"])
         for key in COLOUR_KEYS:
             if a[key] is not None:
-                assert a[key] in words, (rel, key, value["description"])
+                named[key].append(a[key] in words)
         nouns = {"man", "guy", "gentleman"} if a["gender"] == "man" else {"woman", "lady", "girl"}
         assert nouns & words, value["description"]
+    rate = {key: float(np.mean(hits)) for key, hits in named.items()}
+    # the upper garment is always described, its colour sometimes mistaken; shoes are often left out
+    assert 0.75 < rate["upper_colour"] < 0.97, rate
+    assert rate["shoes_colour"] < rate["upper_colour"] - 0.2, rate
+    assert all(r > 0.4 for r in rate.values()), rate
 
 
-def test_ir_captions_have_no_colour_word_but_keep_the_garments(data: Path) -> None:
-    attrs = _json(data / "attributes.json")
-    captions = _json(data / "Text/Blip_IR/caption_dict_Blip_IR.json")
-    lower_words = {
-        "jeans": {"jeans"},
-        "trousers": {"trousers", "pants"},
-        "shorts": {"shorts"},
-        "skirt": {"skirt"},
-    }
-    for rel, value in captions.items():
-        text = value["description"]
-        assert not _words(text) & COLOUR_WORDS, text
-        a = attrs[str(int(rel.split("/")[1]))]
-        words = _words(text)
-        assert lower_words[a["lower_type"]] & words, text
-        if a["bag"] != "none":
-            assert {"backpack", "handbag", "bag"} & words, text
+def test_noisy_captions_leave_items_out_at_the_configured_rates() -> None:
+    people = sample_identities(200, seed=4)
+    with_bag = [p for p in people if p.shape.bag != "none"]
+    texts = [caption(p.shape, None, np.random.default_rng(p.pid)) for p in with_bag]
+    bag_named = np.mean([bool({"backpack", "handbag", "bag"} & _words(t)) for t in texts])
+    assert abs((1 - bag_named) - OMIT["bag"]) < 0.12
 
 
 def test_captions_of_one_identity_vary_in_wording(data: Path) -> None:

@@ -13,12 +13,17 @@ read it::
     ROOT/synthtri.json                            generator version, arguments, counts
     ROOT/contact_sheet.png                        a few families side by side, for people to look at
 
-Identities come in *families* of 2-4 that share every colour-free attribute (gender, build, hair length
-and style, garment types, sleeves, pattern, shoes, bag and hat types, body proportions, skin tone) and
-differ only in colours (the upper garment colour always differs within a family). IR images are
-rendered without colours, so the members of a family differ in IR only by pose and noise: colour is
-identity information that only the visible images and the visible captions carry. Families never
-straddle splits. Splits follow SYSU-MM01's proportions (296/99/96 of 491 identities).
+Identities come in *families* of 2-4 that share every captioned colour-free attribute (gender, build,
+hair length and style, garment types, sleeves, pattern, shoes, bag and hat types, skin tone) and differ
+in colours (the upper garment colour always differs within a family). Each identity also has its own
+:class:`~tvifm.data.synth_render.Physique` (body proportions, a print on the upper garment) that both
+cameras see and no caption names. IR images are rendered without colours, so in IR relatives differ
+only by their physique, which is subtle at the default resolution: colour is the strong identity cue
+that only the visible images and the visible captions carry, as on real night-time data.
+
+Captions imitate a captioner rather than an oracle (:mod:`tvifm.data.synth_text`): each one omits some
+attributes and now and then names a wrong but similar colour or garment. Families never straddle
+splits. Splits follow SYSU-MM01's proportions (296/99/96 of 491 identities).
 
 Output is a pure function of the arguments: the same arguments and seed give byte-identical files
 (whatever the number of worker processes: every image has its own random stream).
@@ -44,11 +49,20 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from tvifm.data.synth_render import SheetEntry, contact_sheet, render_ir, render_visible, sample_pose
+from tvifm.data.synth_render import (
+    NEUTRAL,
+    Physique,
+    SheetEntry,
+    contact_sheet,
+    render_ir,
+    render_visible,
+    sample_physique,
+    sample_pose,
+)
 from tvifm.data.synth_text import caption
 from tvifm.errors import ConfigError, DatasetError
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 DEFAULT_IDS = 240
 DEFAULT_IMAGE_SIZE = (96, 48)
 DEFAULT_IMAGES_PER_CAM = (4, 5)  # (per visible camera, per IR camera)
@@ -112,9 +126,10 @@ class Identity:
     split: str
     shape: Shape
     colours: Colours
+    physique: Physique = NEUTRAL
 
     def attributes(self) -> dict[str, Any]:
-        """Ground-truth attributes as written to ``attributes.json``."""
+        """Ground-truth attributes as written to ``attributes.json`` (the physique under ``physique``)."""
         c = self.colours
         colours = {
             "hair_colour": c.hair,
@@ -125,7 +140,8 @@ class Identity:
             "hat_colour": c.hat,
             "skin_tone": c.skin,
         }
-        return {**asdict(self.shape), **colours, "family": self.family, "split": self.split}
+        extra = {"family": self.family, "split": self.split, "physique": asdict(self.physique)}
+        return {**asdict(self.shape), **colours, **extra}
 
 
 @dataclass(frozen=True)
@@ -263,7 +279,9 @@ def sample_identities(ids: int, seed: int = 0) -> list[Identity]:
         split, size = plan[int(index)]
         shape = _unique_shape(rng, seen)
         for colours in _family_colours(size, shape, rng):
-            people.append(Identity(len(people) + 1, family, split, shape, colours))
+            pid = len(people) + 1
+            physique = sample_physique(np.random.default_rng([seed, 0xB0D, pid]))
+            people.append(Identity(pid, family, split, shape, colours, physique))
     return people
 
 
@@ -516,9 +534,10 @@ def render_image(
     text_rng = np.random.default_rng([seed, person.pid, cam, index, 1])
     pose = sample_pose(rng, cam)
     if cam in VISIBLE_CAMS:
-        pixels = render_visible(person.shape, person.colours, pose, cam, size, rng)
+        pixels = render_visible(person.shape, person.colours, pose, cam, size, rng, person.physique)
         return pixels, caption(person.shape, person.colours, text_rng)
-    return render_ir(person.shape, pose, cam, size, rng), caption(person.shape, None, text_rng)
+    pixels = render_ir(person.shape, pose, cam, size, rng, person.physique)
+    return pixels, caption(person.shape, None, text_rng)
 
 
 def _write_splits(root: Path, people: list[Identity]) -> None:

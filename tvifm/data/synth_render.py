@@ -3,10 +3,12 @@
 A person is a stack of soft-edged parametric shapes (head, hair, torso, sleeves, legs, shoes, bag, hat)
 drawn in person coordinates: ``v`` runs from 0 at the top of the head to 1 at the soles, ``u`` is the
 horizontal offset in the same unit (person height), positive towards the person's side that carries a
-handbag. Geometry depends only on the colour-free :class:`~tvifm.data.synth.Shape` and the per-image
-:class:`Pose`. The visible renderer paints the shapes with the identity's colours; the infrared renderer
-never receives colours at all, so an IR image depends on the garment types (their thermal insulation),
-the pose and the noise only. Everything is vectorised numpy on whole images.
+handbag. Geometry depends only on the colour-free :class:`~tvifm.data.synth.Shape`, the identity's own
+:class:`Physique` (body proportions and a print on the upper garment: what tells relatives apart without
+colour) and the per-image :class:`Pose`. The visible renderer paints the shapes with the identity's
+colours; the infrared renderer never receives colours at all, so an IR image depends on the garment types
+(their thermal insulation), the physique, the pose and the noise only. Everything is vectorised numpy on
+whole images.
 """
 
 from __future__ import annotations
@@ -68,6 +70,49 @@ _BUILD = {  # shoulder half-width, waist half-width, arm radius, leg radius (per
     "heavy": (0.120, 0.110, 0.036, 0.046),
 }
 _CAM_SCALE = {1: 0.86, 2: 0.90, 3: 0.88, 4: 0.80, 5: 0.84, 6: 0.82}
+
+
+EMBLEMS = ("none", "patch", "disc", "band", "stripe")  # print on the front of the upper garment
+
+
+@dataclass(frozen=True)
+class Physique:
+    """What an identity looks like beyond its captioned attributes, in both modalities.
+
+    Body proportions (multipliers of the build's widths) and a print on the front of the upper garment:
+    its kind (:data:`EMBLEMS`), centre, size, brightness in visible light and heat factor in IR (prints
+    emit differently from the fabric). Relatives share every captioned attribute but not their physique,
+    so an IR image can tell them apart, if less reliably than colour; captions never mention it, as
+    BLIP captions rarely mention such details.
+    """
+
+    shoulder: float = 1.0
+    waist: float = 1.0
+    limbs: float = 1.0
+    emblem: str = "none"
+    emblem_u: float = 0.0
+    emblem_v: float = 0.32
+    emblem_size: float = 0.035
+    emblem_tone: float = 0.5
+    emblem_heat: float = 1.0
+
+
+NEUTRAL = Physique()
+
+
+def sample_physique(rng: np.random.Generator) -> Physique:
+    """Draw an identity's physique (independent of its family)."""
+    return Physique(
+        shoulder=float(rng.uniform(0.86, 1.14)),
+        waist=float(rng.uniform(0.86, 1.14)),
+        limbs=float(rng.uniform(0.85, 1.15)),
+        emblem=EMBLEMS[int(rng.choice(len(EMBLEMS), p=[0.2, 0.2, 0.2, 0.2, 0.2]))],
+        emblem_u=float(rng.uniform(-0.04, 0.04)),
+        emblem_v=float(rng.uniform(0.26, 0.42)),
+        emblem_size=float(rng.uniform(0.025, 0.045)),
+        emblem_tone=float(rng.choice([0.1, 0.3, 0.7, 0.95])),
+        emblem_heat=float(rng.choice([0.82, 0.9, 1.1, 1.18])),
+    )
 
 
 @dataclass(frozen=True)
@@ -211,21 +256,27 @@ class _Body:
     leg_r: float
 
 
-def _body(shape: Shape) -> _Body:
+def _body(shape: Shape, physique: Physique) -> _Body:
     shoulder, waist, arm_r, leg_r = _BUILD[shape.build]
     if shape.gender == "woman":
         shoulder, arm_r = shoulder * 0.92, arm_r * 0.9
-    return _Body(shoulder=shoulder, waist=waist, arm_r=arm_r, leg_r=leg_r)
+    return _Body(
+        shoulder=shoulder * physique.shoulder,
+        waist=waist * physique.waist,
+        arm_r=arm_r * physique.limbs,
+        leg_r=leg_r * physique.limbs,
+    )
 
 
-def person_layers(shape: Shape, pose: Pose, f: _Frame) -> list[Layer]:
+def person_layers(shape: Shape, pose: Pose, f: _Frame, physique: Physique = NEUTRAL) -> list[Layer]:
     """All shapes of a person, back to front, each with the material it is painted in."""
-    body = _body(shape)
+    body = _body(shape, physique)
     layers: list[Layer] = []
     if not pose.back:
         layers += _hair_behind(shape, f)
     layers += _legs(shape, body, pose, f)
     layers += _upper(shape, body, pose, f)
+    layers += _emblem(physique, body, pose, f)
     layers += _arms(shape, body, pose, f)
     layers += _head(shape, pose, f)
     layers += _bag(shape, body, pose, f)
@@ -312,6 +363,21 @@ def _upper_details(shape: Shape, body: _Body, pose: Pose, bottom: float, g: _Fra
         return [g.layer("trim", _box(g, 0.0, 0.46, body.waist * 0.65, 0.035, 0.015))]
     zip_line = g.layer("trim", _box(g, 0.0, (0.19 + bottom) / 2, 0.004, (bottom - 0.19) / 2))
     return [g.layer("trim", _ellipse(g, 0.0, 0.175, 0.04, 0.022)), zip_line]
+
+
+def _emblem(physique: Physique, body: _Body, pose: Pose, f: _Frame) -> list[Layer]:
+    """The print on the front of the upper garment (not seen from behind)."""
+    if physique.emblem == "none" or pose.back:
+        return []
+    r, u, v = physique.emblem_size, physique.emblem_u, physique.emblem_v
+    g = f.band(v - 2 * r, v + 2 * r)
+    sdf = {
+        "patch": lambda: _box(g, u, v, r, r * 0.8, 0.004),
+        "disc": lambda: _ellipse(g, u, v, r, r),
+        "band": lambda: _box(g, 0.0, v, body.waist * 0.9, r * 0.45),
+        "stripe": lambda: _box(g, u, v, r * 0.35, r * 1.6),
+    }[physique.emblem]()
+    return [g.layer("emblem", sdf)]
 
 
 def _arms(shape: Shape, body: _Body, pose: Pose, f: _Frame) -> list[Layer]:
@@ -454,13 +520,21 @@ def _shade(f: _Frame) -> Array:
 
 
 def render_visible(
-    shape: Shape, colours: Colours, pose: Pose, cam: int, size: Size, rng: np.random.Generator
+    shape: Shape,
+    colours: Colours,
+    pose: Pose,
+    cam: int,
+    size: Size,
+    rng: np.random.Generator,
+    physique: Physique = NEUTRAL,
 ) -> NDArray[np.uint8]:
     """An RGB image (H, W, 3) uint8 of the person in their colours, with background, lighting and noise."""
     f = _frame(size, pose)
     paints = _visible_paints(shape, colours, f, rng)
+    paints["emblem"] = paints["upper"] * 0.35 + _f32(physique.emblem_tone * 0.65)
     background = _visible_background(size, cam, rng)
-    img = _composite(background, person_layers(shape, pose, f), paints, _shade(f)[..., None])
+    layers = person_layers(shape, pose, f, physique)
+    img = _composite(background, layers, paints, _shade(f)[..., None])
     img = _lighting(img, cam, rng)
     img = _blur(img, float(rng.uniform(0.35, 0.7)))
     img = img + _noise(rng, img.shape, rng.uniform(0.008, 0.025))
@@ -530,12 +604,21 @@ def _lighting(img: Array, cam: int, rng: np.random.Generator) -> Array:
 # Infrared images: the renderer sees the colour-free shape only.
 
 
-def render_ir(shape: Shape, pose: Pose, cam: int, size: Size, rng: np.random.Generator) -> NDArray[np.uint8]:
+def render_ir(
+    shape: Shape,
+    pose: Pose,
+    cam: int,
+    size: Size,
+    rng: np.random.Generator,
+    physique: Physique = NEUTRAL,
+) -> NDArray[np.uint8]:
     """A thermal image (H, W, 3) uint8 of equal channels: heat from skin and garment types, never colours."""
     f = _frame(size, pose)
     heats = _heat_paints(shape, f, rng)
+    heats["emblem"] = heats["upper"] * physique.emblem_heat
     shade = 0.55 + 0.45 * _shade(f)
-    img = _composite(_ir_background(size, cam, rng), person_layers(shape, pose, f), heats, shade)
+    layers = person_layers(shape, pose, f, physique)
+    img = _composite(_ir_background(size, cam, rng), layers, heats, shade)
     centre = float(img.mean())
     img = (img - centre) * rng.uniform(0.85, 1.2) + centre + rng.normal(0.0, 0.03)
     img = _blur(img, float(rng.uniform(0.6, 1.3)))

@@ -1,14 +1,21 @@
-"""Ground-truth captions of SynthTri images, in the style of the BLIP captions of the Tri- datasets.
+"""Captions of SynthTri images, in the style of the BLIP captions of the Tri- datasets.
 
-Every caption states every attribute of the identity (gender, build, hair, cap if any, upper garment with
-its sleeves and pattern, lower garment, shoes, bag if any). The wording varies from image to image
+A caption describes the identity's attributes (gender, build, hair, cap if any, upper garment with its
+sleeves and pattern, lower garment, shoes, bag if any). The wording varies from image to image
 (synonyms, connectors, clause placement), drawn from the image's own random generator. A visible caption
-names every colour; an IR caption is built from the same grammar without colours, so it holds no colour
+names the colours; an IR caption is built from the same grammar without colours, so it holds no colour
 word at all. Like the real BLIP captions, the text is lower case and hyphens are spaced (``t - shirt``).
+
+Like a captioner's output (and unlike an oracle's), a caption is noisy (``noise=True``, the default):
+each optional item is left out with the probability in :data:`OMIT`, each named colour is replaced by a
+similar one (:data:`CONFUSED_COLOURS`) with probability :data:`COLOUR_ERROR`, and a garment type by a
+similar one (:data:`CONFUSED_TYPES`) with probability :data:`TYPE_ERROR`. ``noise=False`` states every
+attribute exactly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -69,27 +76,118 @@ _CONNECTORS = (
 )
 
 
-def caption(shape: Shape, colours: Colours | None, rng: np.random.Generator) -> str:
-    """One caption of an image of the identity ``shape``; ``colours=None`` gives a colour-free IR caption."""
+# Captioner noise: probability that an item is left out of a caption...
+OMIT = {"build": 0.35, "hair": 0.3, "pattern": 0.3, "lower": 0.15, "shoes": 0.4, "hat": 0.35, "bag": 0.3}
+# ... that a named colour is mistaken for a similar one, and that a garment type is.
+COLOUR_ERROR = 0.12
+TYPE_ERROR = 0.08
+CONFUSED_COLOURS = {
+    "black": ("grey", "blue", "brown"),
+    "white": ("grey", "yellow"),
+    "red": ("pink", "brown", "purple"),
+    "blue": ("purple", "black", "grey"),
+    "green": ("grey", "blue"),
+    "yellow": ("white", "brown"),
+    "grey": ("white", "black"),
+    "brown": ("black", "red"),
+    "pink": ("red", "purple", "white"),
+    "purple": ("blue", "pink"),
+    "blonde": ("brown", "grey"),
+}
+CONFUSED_TYPES = {
+    "upper_type": {
+        "t-shirt": ("shirt",),
+        "shirt": ("t-shirt",),
+        "jacket": ("coat", "hoodie"),
+        "hoodie": ("jacket",),
+        "coat": ("jacket",),
+    },
+    "lower_type": {
+        "jeans": ("trousers",),
+        "trousers": ("jeans",),
+        "shorts": ("skirt",),
+        "skirt": ("shorts",),
+    },
+    "shoes_type": {
+        "sneakers": ("casual",),
+        "casual": ("sneakers",),
+        "boots": ("casual",),
+        "sandals": ("casual",),
+    },
+}
+
+
+def caption(shape: Shape, colours: Colours | None, rng: np.random.Generator, noise: bool = True) -> str:
+    """One caption of an image of the identity ``shape``; ``colours=None`` gives a colour-free IR caption.
+
+    ``noise`` (default) imitates a captioner: items left out, similar colours and garments mixed up
+    (module docstring); without it every attribute is stated exactly.
+    """
     pick = _Picker(rng)
+    omit: set[str] = set()
+    if noise:
+        shape, colours = _misperceive(shape, colours, rng)
+        omit = {item for item, p in OMIT.items() if rng.random() < p}
     noun = pick(_NOUN[shape.gender])
     he, his = _PRONOUN[shape.gender]
-    if pick((True, False)):
+    if "build" in omit:
+        subject = _article(noun)
+    elif pick((True, False)):
         subject = _article(f"{pick(_BUILD_ADJ[shape.build])} {noun}")
     else:
         subject = f"{_article(noun)} of {pick(_BUILD_NOUN[shape.build])} build"
-    text = f"{subject} with {_hair(shape, colours, pick)}"
-    hat_early = shape.hat == "cap" and pick((True, False))
+    has_cap = shape.hat == "cap" and "hat" not in omit
+    hat_early = has_cap and pick((True, False))
+    features = [] if "hair" in omit else [_hair(shape, colours, pick)]
     if hat_early:
-        text += " and " + _article(_coloured(_colour(colours, "hat"), "cap"))
-    first, second = pick(_CONNECTORS)
-    text += f"{pick((', ', ' '))}{pick(_VERB)} {_upper(shape, colours, pick)}"
-    text += f"{first}{_lower(shape, colours, pick)}{second}{_shoes(shape, colours, pick)}"
-    if shape.hat == "cap" and not hat_early:
+        features.append(_article(_coloured(_colour(colours, "hat"), "cap")))
+    text = f"{subject} with {' and '.join(features)}" if features else subject
+    text += f"{pick((', ', ' '))}{pick(_VERB)} {_upper(shape, colours, pick, 'pattern' not in omit)}"
+    text += _garments(
+        [] if "lower" in omit else [_lower(shape, colours, pick)],
+        [] if "shoes" in omit else [_shoes(shape, colours, pick)],
+        pick,
+    )
+    if has_cap and not hat_early:
         cap = _article(_coloured(_colour(colours, "hat"), "cap"))
         text += pick((f", with {cap} on {his} head", f". {he} is also wearing {cap}"))
-    text += _bag(shape, colours, pick, he, his)
+    if "bag" not in omit:
+        text += _bag(shape, colours, pick, he, his)
     return text + "."
+
+
+def _garments(lower: list[str], shoes: list[str], pick: _Picker) -> str:
+    """The lower garment and shoes after the upper garment, with varied connectors."""
+    if lower and shoes:
+        first, second = pick(_CONNECTORS)
+        return f"{first}{lower[0]}{second}{shoes[0]}"
+    rest = lower + shoes
+    return f"{pick((' and ', ', paired with ', ' with '))}{rest[0]}" if rest else ""
+
+
+def _misperceive(
+    shape: Shape, colours: Colours | None, rng: np.random.Generator
+) -> tuple[Shape, Colours | None]:
+    """The identity as a captioner might see it in one image: a few colours and garments mistaken."""
+    types = {}
+    for field, confusions in CONFUSED_TYPES.items():
+        if rng.random() < TYPE_ERROR:
+            options = confusions[getattr(shape, field)]
+            types[field] = options[int(rng.integers(len(options)))]
+    if types.get("lower_type") == "skirt" and shape.gender == "man":
+        del types["lower_type"]
+    shape = dataclasses.replace(shape, **types)
+    if colours is None:
+        return shape, None
+    wrong = {}
+    for item in ("hair", "upper", "lower", "shoes", "bag", "hat"):
+        name = getattr(colours, item)
+        if name is not None and rng.random() < COLOUR_ERROR:
+            options = CONFUSED_COLOURS[name]
+            if item == "hair":
+                options = tuple(o for o in options if o in ("black", "brown", "blonde", "grey")) or (name,)
+            wrong[item] = options[int(rng.integers(len(options)))]
+    return shape, dataclasses.replace(colours, **wrong)
 
 
 class _Picker:
@@ -128,15 +226,17 @@ def _hair(shape: Shape, colours: Colours | None, pick: _Picker) -> str:
     return f"{length} {_coloured(colour, pick(_HAIR_STYLE[shape.hair_style]))} hair"
 
 
-def _upper(shape: Shape, colours: Colours | None, pick: _Picker) -> str:
+def _upper(shape: Shape, colours: Colours | None, pick: _Picker, with_pattern: bool = True) -> str:
     colour = _colour(colours, "upper")
     garment = pick(_UPPER[shape.upper_type])
     pattern = shape.upper_pattern
-    looks = [_coloured(colour, pattern), f"{pattern} {colour}" if colour else pattern]
-    look = pick(looks)
+    if with_pattern:
+        look = pick([_coloured(colour, pattern), f"{pattern} {colour}" if colour else pattern]) + " "
+    else:
+        look = f"{colour} " if colour else ""
     if pick((True, False)):
-        return _article(f"{look} {pick(_SLEEVE_ADJ[shape.upper_sleeve])} {garment}")
-    return _article(f"{look} {garment}") + f" with {pick(_SLEEVES[shape.upper_sleeve])}"
+        return _article(f"{look}{pick(_SLEEVE_ADJ[shape.upper_sleeve])} {garment}")
+    return _article(f"{look}{garment}") + f" with {pick(_SLEEVES[shape.upper_sleeve])}"
 
 
 def _lower(shape: Shape, colours: Colours | None, pick: _Picker) -> str:
