@@ -227,12 +227,21 @@ def write_part(batch: dict[str, Any], parts_dir: str, endpoint: str | None) -> d
 
 @dataclass
 class ModalityCounts:
-    """Images of one modality: in the manifest, already done before this run, captioned now, skipped."""
+    """Images of one modality: in the manifest, already done before this run, captioned now, skipped.
+
+    Timing of this run's work on the modality: ``seconds`` from starting the Ray Data pipeline to its
+    last part, ``first_part_seconds`` until the first part was written (start-up: worker processes,
+    reading the manifest, loading the captioners), and ``steady_images_per_second``, the rate after the
+    first part (what a long job runs at; 0 with fewer than two parts).
+    """
 
     total: int = 0
     done_before: int = 0
     captioned_now: int = 0
     skipped: int = 0
+    seconds: float = 0.0
+    first_part_seconds: float = 0.0
+    steady_images_per_second: float = 0.0
 
 
 @dataclass
@@ -337,21 +346,36 @@ def _run_modality(
     pending = len(mine - done)
     if pending == 0:
         return counts
+    started = time.perf_counter()
     dataset = _pipeline(manifest_uri, out, modality, done, ccfg)
     bar = tqdm(total=pending, desc=f"caption {modality}", unit="img", disable=not progress)
+    first, first_rows = 0.0, 0
     for summary in dataset.iter_rows():
         counts.captioned_now += int(summary["ok"])
         counts.skipped += int(summary["rows"]) - int(summary["ok"])
         bar.update(int(summary["rows"]))
+        now = time.perf_counter() - started
+        if not first:
+            first, first_rows = now, int(summary["rows"])
     bar.close()
+    _set_timing(counts, time.perf_counter() - started, first, pending - first_rows)
     return counts
+
+
+def _set_timing(counts: ModalityCounts, seconds: float, first: float, rows_after_first: int) -> None:
+    counts.seconds = round(seconds, 3)
+    counts.first_part_seconds = round(first, 3)
+    if rows_after_first > 0 and seconds > first:
+        counts.steady_images_per_second = round(rows_after_first / (seconds - first), 2)
 
 
 def _pipeline(manifest_uri: str, out: str, modality: str, done: set[str], ccfg: CaptionConfig) -> Any:
     """The Ray Data pipeline of one modality; yields one summary row per written part.
 
     The pending rows are read, filtered and split into one block per batch first (``materialize``), so
-    the actor pool spreads batches over all actors and never holds the CPUs the read needs.
+    the actor pool spreads batches over all actors and never holds the CPUs the read needs (Ray Data's
+    Parquet reader lists files in a task of one CPU that cannot be made to ask for less: streamed, the
+    read waits forever behind actors that hold every CPU).
     """
     import ray
 
