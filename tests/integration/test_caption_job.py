@@ -57,6 +57,9 @@ def test_job_captions_every_image_and_reports_corrupt_ones(
     )
     report = json.loads((Path(result.output) / "report.json").read_text())
     assert report["skipped"]["count"] == 2 and report["counts"]["ir"]["captioned_now"] == len(ir)
+    for counts in report["counts"].values():  # start-up and steady rate, for capacity planning
+        assert 0 < counts["first_part_seconds"] <= counts["seconds"] <= report["seconds"]
+        assert counts["steady_images_per_second"] > 0
 
     # the loaders read what the job wrote: every readable image has a caption and a rephrasing
     splits = load_dataset("synth", synth_copy)
