@@ -530,8 +530,7 @@ def render_visible(
 ) -> NDArray[np.uint8]:
     """An RGB image (H, W, 3) uint8 of the person in their colours, with background, lighting and noise."""
     f = _frame(size, pose)
-    paints = _visible_paints(shape, colours, f, rng)
-    paints["emblem"] = paints["upper"] * 0.35 + _f32(physique.emblem_tone * 0.65)
+    paints = _visible_paints(shape, colours, physique, f, rng)
     background = _visible_background(size, cam, rng)
     layers = person_layers(shape, pose, f, physique)
     img = _composite(background, layers, paints, _shade(f)[..., None])
@@ -541,7 +540,9 @@ def render_visible(
     return _to_uint8_rgb(img)
 
 
-def _visible_paints(shape: Shape, colours: Colours, f: _Frame, rng: np.random.Generator) -> dict[str, Array]:
+def _visible_paints(
+    shape: Shape, colours: Colours, physique: Physique, f: _Frame, rng: np.random.Generator
+) -> dict[str, Array]:
     def rgb(name: str | None) -> Array:
         base = np.array(RGB[name] if name else RGB["grey"])
         return _f32(np.clip(base * rng.uniform(0.93, 1.07, size=3), 0.0, 1.0))
@@ -557,6 +558,7 @@ def _visible_paints(shape: Shape, colours: Colours, f: _Frame, rng: np.random.Ge
         "hair": rgb(colours.hair),
         "upper": upper,
         "trim": upper * 0.62,
+        "emblem": upper * 0.35 + _f32(physique.emblem_tone * 0.65),
         "lower": lower,
         "shoes": rgb(colours.shoes),
         "bag": rgb(colours.bag),
@@ -614,8 +616,7 @@ def render_ir(
 ) -> NDArray[np.uint8]:
     """A thermal image (H, W, 3) uint8 of equal channels: heat from skin and garment types, never colours."""
     f = _frame(size, pose)
-    heats = _heat_paints(shape, f, rng)
-    heats["emblem"] = heats["upper"] * physique.emblem_heat
+    heats = _heat_paints(shape, physique, f, rng)
     shade = 0.55 + 0.45 * _shade(f)
     layers = person_layers(shape, pose, f, physique)
     img = _composite(_ir_background(size, cam, rng), layers, heats, shade)
@@ -627,7 +628,7 @@ def render_ir(
     return _to_uint8_rgb(img)
 
 
-def _heat_paints(shape: Shape, f: _Frame, rng: np.random.Generator) -> dict[str, Array]:
+def _heat_paints(shape: Shape, physique: Physique, f: _Frame, rng: np.random.Generator) -> dict[str, Array]:
     jitter = [float(j) for j in rng.normal(0.0, 0.015, size=8)]
     upper = _f32(UPPER_HEAT[shape.upper_type] + jitter[0])
     if shape.upper_pattern == "striped":
@@ -640,6 +641,7 @@ def _heat_paints(shape: Shape, f: _Frame, rng: np.random.Generator) -> dict[str,
         "hair": _f32(HAIR_HEAT[shape.hair_length] + jitter[3]),
         "upper": upper,
         "trim": upper * 0.93,
+        "emblem": upper * physique.emblem_heat,
         "lower": lower,
         "shoes": _f32(SHOES_HEAT[shape.shoes_type] + jitter[4]),
         "bag": _f32(BAG_HEAT.get(shape.bag, 0.3) + jitter[5]),
