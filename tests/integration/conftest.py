@@ -144,7 +144,8 @@ def caption_job_overrides(tiny_captioners: dict[str, str]) -> Callable[..., list
             f"caption.rgb_checkpoint={tiny_captioners['visible']}",
             f"caption.ir_checkpoint={tiny_captioners['ir']}",
             "caption.actors=2",
-            "caption.infer_batch_size=8",
+            "caption.infer_batch_size=4",
+            "caption.part_size=8",
             *extra,
         ]
 

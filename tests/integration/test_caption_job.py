@@ -77,6 +77,30 @@ def test_job_captions_every_image_and_reports_corrupt_ones(
     assert pq.read_table(Path(again.output) / "captions.parquet").num_rows == table.num_rows
 
 
+@pytest.mark.slow
+def test_llm_augmenter_runs_as_its_own_stage(
+    ray_local: None, synth_copy: Path, caption_job_overrides: Callable[..., list[str]], tiny_lm: Path
+) -> None:
+    overrides = caption_job_overrides(
+        "caption.modalities=[ir]",
+        "caption.augmenter=llm",
+        f"caption.llm_checkpoint={tiny_lm}",
+        "caption.llm_max_new_tokens=8",
+    )
+    _, ccfg = resolve_configs("tiny", overrides)
+
+    result = run_caption_job(str(synth_copy), ccfg, progress=False)
+
+    ir = _rels(synth_copy, "ir")
+    assert result.counts["ir"].captioned_now == len(ir) and not result.skipped.items
+    thermal = read_caption_file(caption_dict_path(synth_copy, "ir")).captions
+    assert set(thermal) == ir
+    for cap in thermal.values():  # the LLM's rephrasing (or its fallback), colour-free like the caption
+        assert cap.aug_description and not has_colour(cap.aug_description)
+    parts = list((Path(result.output) / PARTS / "ir").glob("*.parquet"))
+    assert len(parts) == -(-len(ir) // ccfg.part_size)  # one part per part_size images
+
+
 def test_missing_captioner_is_reported_before_any_work(
     ray_local: None, synth_copy: Path, tmp_path: Path
 ) -> None:
@@ -98,7 +122,7 @@ def test_killed_job_resumes_without_losing_or_duplicating_rows(
     caption_job_overrides: Callable[..., list[str]],
     kill_session: Callable[[int], list[int]],
 ) -> None:
-    overrides = caption_job_overrides("caption.actors=1", "caption.infer_batch_size=4")
+    overrides = caption_job_overrides("caption.actors=1", "caption.part_size=4")
     command = [sys.executable, str(REPO / "jobs" / "caption.py"), "--root", str(synth_copy), *overrides]
     parts = synth_copy / "Text" / "captions" / PARTS / "visible"
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -123,34 +123,6 @@ def test_garbage_detection() -> None:
     assert not is_garbage("a guy with short hair dressed in a jacket", original)
 
 
-def _tiny_causal_lm(directory: Path) -> Path:
-    """A 2-layer GPT-2 with a word-level tokenizer trained on a few sentences, saved like any checkpoint."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    corpus = [
-        "rephrase the person's description using similar words, keep the meaning.",
-        "description: a man with short black hair wearing a red jacket and blue jeans.",
-        "rephrased: a guy with short black hair dressed in a red jacket and blue jeans.",
-    ]
-    backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=["<unk>", "<eos>"]))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<eos>")
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2)
-    config.eos_token_id = config.bos_token_id = tokenizer.eos_token_id
-    GPT2LMHeadModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
-
-
 def test_llm_augmenter_runs_batched_and_falls_back_on_garbage(tiny_lm: Path) -> None:
     captions = [
         "a man with short black hair wearing a red jacket and blue jeans.",

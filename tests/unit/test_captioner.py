@@ -262,3 +262,49 @@ def test_parts_keep_one_row_per_image_and_report_only_never_captioned(tmp_path: 
     captions, skipped = collect(str(tmp_path), "visible")
     assert list(captions) == ["a.jpg", "b.jpg"] and captions["b.jpg"] == Caption("a lady", "a lady!")
     assert skipped.items == [("c.jpg", "bad")]
+
+
+def test_caption_write_stage_writes_one_part_per_call_in_small_forward_passes(
+    trained: tuple, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    from tvifm.captioning.job import CaptionWriteStage
+
+    captioner, pairs = trained
+    captioner.save(tmp_path / "rgb", {"modality": "visible"})
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    uris = [pairs[0].path, pairs[1].path, str(broken), pairs[2].path, pairs[3].path]
+    rels = [f"cam1/0001/{i:04d}.png" for i in range(len(uris))]
+    stage = CaptionWriteStage(
+        caption={
+            "checkpoint": str(tmp_path / "rgb"),
+            "modality": "visible",
+            "threads": 1,
+            "filter_colours": True,
+            "endpoint": None,
+            "batch_size": 2,
+        },
+        augment={
+            "kind": "rule",
+            "options": {"seed": 0},
+            "parts_dir": str(tmp_path / "parts"),
+            "endpoint": None,
+        },
+    )
+    passes: list[int] = []
+    caption_fn = stage.caption.captioner.caption
+    stage.caption.captioner.caption = lambda images: passes.append(len(images)) or caption_fn(images)  # type: ignore[method-assign]
+
+    summary = stage({"rel": rels, "modality": ["visible"] * len(uris), "uri": uris})
+
+    assert passes == [2, 1, 1]  # chunks of batch_size images (0-1, 2-3, 4); the corrupt one left out
+    assert summary["rows"] == [5] and summary["ok"] == [4]
+    (part,) = (tmp_path / "parts").glob("*.parquet")
+    rows = pq.read_table(part).to_pylist()
+    assert [r["rel"] for r in rows] == rels
+    assert [r["status"] for r in rows] == ["ok", "ok", "skipped", "ok", "ok"] and rows[2]["reason"]
+    expected = [p.text for p in pairs]
+    assert [r["description"] for r in rows if r["status"] == "ok"] == expected
+    assert all(r["aug_description"] for r in rows if r["status"] == "ok")

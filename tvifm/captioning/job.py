@@ -4,17 +4,21 @@ Flow for a dataset ``root`` (local folder or ``s3://bucket/prefix``), output fol
 ``<root>/Text/captions``)::
 
     list images -> out/manifest.parquet (rel, modality, uri)
-    per modality: ray.data.read_parquet(manifest) -> filter(not done)
-        -> map_batches(CaptionStage, actor pool of caption.actors; GPUs when the cluster has them)
-        -> map_batches(AugmentStage: augment, then write out/parts/<modality>/part-<hash>.parquet)
+    per modality: ray.data.read_parquet(manifest) -> filter(not done) -> blocks of caption.part_size rows
+        -> map_batches(CaptionWriteStage, actor pool of caption.actors; GPUs when the cluster has them):
+           caption (forward passes of caption.infer_batch_size images), augment with the rule-based
+           augmenter, write out/parts/<modality>/part-<hash>.parquet
+        with augmenter=llm: map_batches(CaptionStage, pool) -> map_batches(AugmentStage, its own actor)
     all parts -> out/captions.parquet, Text/Blip_RGB|Blip_IR/caption_llm_dict_*.json, out/report.json
 
-Resumable: every batch lands in its own Parquet part, written atomically (temporary file + rename, or one
-S3 PUT) under a name derived from the images it holds; a re-run computes the done-set from the existing
-parts and captions only the rest, and the final tables keep one row per image. A corrupt or unreadable
-image becomes a ``skipped`` row with its reason (listed in the report, retried by the next run) and never
-stops the job. Ray is imported when the job runs; without a running Ray the job starts a local one
-(``num_cpus=caption.num_cpus``) and shuts it down at the end.
+A model-free augmenter (``rule``, ``none``) runs inside the caption actors, so a part never travels
+through the object store to another process; the LLM augmenter loads a model of its own and keeps its
+own actor. Resumable: every part (one actor call) lands in its own Parquet file, written atomically
+(temporary file + rename, or one S3 PUT) under a name derived from the images it holds; a re-run
+computes the done-set from the existing parts and captions only the rest, and the final tables keep one
+row per image. A corrupt or unreadable image becomes a ``skipped`` row with its reason (listed in the
+report, retried by the next run) and never stops the job. Ray is imported when the job runs; without a
+running Ray the job starts a local one (``num_cpus=caption.num_cpus``) and shuts it down at the end.
 """
 
 from __future__ import annotations
@@ -138,7 +142,13 @@ class CaptionStage:
     """Map-batches actor: load one captioner, caption a batch of manifest rows (skipping bad images)."""
 
     def __init__(
-        self, checkpoint: str, modality: str, threads: int, filter_colours: bool, endpoint: str | None
+        self,
+        checkpoint: str,
+        modality: str,
+        threads: int,
+        filter_colours: bool,
+        endpoint: str | None,
+        batch_size: int = 16,
     ) -> None:
         import torch
 
@@ -149,16 +159,25 @@ class CaptionStage:
         self.modality = modality
         self.filter_colours = filter_colours and modality == "ir"
         self.endpoint = endpoint
+        self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        """Caption the images of ``batch`` (columns rel, modality, uri); one output row per input row."""
+        """Caption the images of ``batch`` (columns rel, modality, uri); one output row per input row.
+
+        The images go through the captioner ``batch_size`` at a time, so a call (and the part it
+        becomes) can hold many more images than one forward pass.
+        """
         from tvifm.text.colour import strip_colours
 
         rels, uris = [str(r) for r in batch["rel"]], [str(u) for u in batch["uri"]]
-        loaded = [load_image(uri, self.endpoint) for uri in uris]
-        good = [i for i, (img, _) in enumerate(loaded) if img is not None]
-        texts = self.captioner.caption([loaded[i][0] for i in good]) if good else []
-        by_index = dict(zip(good, texts, strict=True))
+        by_index: dict[int, str] = {}
+        loaded: list[tuple[Image.Image | None, str]] = []
+        for start in range(0, len(uris), self.batch_size):
+            chunk = [load_image(uri, self.endpoint) for uri in uris[start : start + self.batch_size]]
+            good = [i for i, (img, _) in enumerate(chunk) if img is not None]
+            texts = self.captioner.caption([chunk[i][0] for i in good]) if good else []  # type: ignore[misc]
+            by_index.update((start + i, text) for i, text in zip(good, texts, strict=True))
+            loaded.extend(chunk)
         out: dict[str, list[str]] = {name: [] for name in COLUMNS}
         for i, rel in enumerate(rels):
             text = by_index.get(i, "")
@@ -201,6 +220,22 @@ class AugmentStage:
         for i, text in zip(ok, augmented, strict=True):
             out["aug_description"][i] = text
         return out
+
+
+class CaptionWriteStage:
+    """Map-batches actor for a model-free augmenter: caption, augment and write a part in one process.
+
+    Saves the hop of every part through the object store to a separate augmentation actor, and that
+    actor's CPU time on a small machine.
+    """
+
+    def __init__(self, caption: dict[str, Any], augment: dict[str, Any]) -> None:
+        self.caption = CaptionStage(**caption)
+        self.write = AugmentStage(**augment)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        """Caption the rows of ``batch``, augment the ``ok`` ones, write the part; returns its summary."""
+        return self.write(self.caption(batch))
 
 
 def part_name(rels: Iterable[str]) -> str:
@@ -372,8 +407,8 @@ def _set_timing(counts: ModalityCounts, seconds: float, first: float, rows_after
 def _pipeline(manifest_uri: str, out: str, modality: str, done: set[str], ccfg: CaptionConfig) -> Any:
     """The Ray Data pipeline of one modality; yields one summary row per written part.
 
-    The pending rows are read, filtered and split into one block per batch first (``materialize``), so
-    the actor pool spreads batches over all actors and never holds the CPUs the read needs (Ray Data's
+    The pending rows are read, filtered and split into one block per part first (``materialize``), so
+    the actor pool spreads parts over all actors and never holds the CPUs the read needs (Ray Data's
     Parquet reader lists files in a task of one CPU that cannot be made to ask for less: streamed, the
     read waits forever behind actors that hold every CPU).
     """
@@ -383,33 +418,39 @@ def _pipeline(manifest_uri: str, out: str, modality: str, done: set[str], ccfg: 
     has_gpu = ray.cluster_resources().get("GPU", 0) > 0
     ds = ray.data.read_parquet(path, filesystem=fs)
     ds = ds.filter(lambda row: row["modality"] == modality and row["rel"] not in done)
-    ds = ds.repartition(target_num_rows_per_block=ccfg.infer_batch_size, strict=True).materialize()
-    ds = ds.map_batches(
-        CaptionStage,
-        fn_constructor_kwargs={
-            "checkpoint": checkpoint_for(ccfg, modality),
-            "modality": modality,
-            "threads": ccfg.threads_per_actor,
-            "filter_colours": ccfg.filter_ir_colours,
-            "endpoint": ccfg.s3_endpoint,
-        },
-        batch_size=ccfg.infer_batch_size,
-        compute=ray.data.ActorPoolStrategy(size=ccfg.actors),
-        num_cpus=ccfg.cpus_per_actor,
-        num_gpus=ccfg.gpus_per_actor if has_gpu else 0,
-    )
+    ds = ds.repartition(target_num_rows_per_block=ccfg.part_size, strict=True).materialize()
+    caption = {
+        "checkpoint": checkpoint_for(ccfg, modality),
+        "modality": modality,
+        "threads": ccfg.threads_per_actor,
+        "filter_colours": ccfg.filter_ir_colours,
+        "endpoint": ccfg.s3_endpoint,
+        "batch_size": ccfg.infer_batch_size,
+    }
+    augment = {
+        "kind": ccfg.augmenter,
+        "options": augmenter_options(ccfg),
+        "parts_dir": storage.join(out, PARTS, modality),
+        "endpoint": ccfg.s3_endpoint,
+    }
+    pool = {
+        "batch_size": ccfg.part_size,
+        "compute": ray.data.ActorPoolStrategy(size=ccfg.actors),
+        "num_cpus": ccfg.cpus_per_actor,
+        "num_gpus": ccfg.gpus_per_actor if has_gpu else 0,
+    }
+    if ccfg.augmenter != "llm":
+        return ds.map_batches(
+            CaptionWriteStage, fn_constructor_kwargs={"caption": caption, "augment": augment}, **pool
+        )
+    ds = ds.map_batches(CaptionStage, fn_constructor_kwargs=caption, **pool)
     return ds.map_batches(
         AugmentStage,
-        fn_constructor_kwargs={
-            "kind": ccfg.augmenter,
-            "options": augmenter_options(ccfg),
-            "parts_dir": storage.join(out, PARTS, modality),
-            "endpoint": ccfg.s3_endpoint,
-        },
-        batch_size=ccfg.infer_batch_size,
+        fn_constructor_kwargs=augment,
+        batch_size=ccfg.part_size,
         compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=0,
-        num_gpus=ccfg.gpus_per_actor if has_gpu and ccfg.augmenter == "llm" else 0,
+        num_gpus=ccfg.gpus_per_actor if has_gpu else 0,
     )
 
 

@@ -191,7 +191,8 @@ class CaptionConfig:
     cpus_per_actor: float = _num(1.0, min=0.0)
     gpus_per_actor: float = _num(1.0, min=0.0)  # requested only when the cluster has GPUs
     threads_per_actor: int = _num(1, min=1)  # torch threads inside each actor
-    infer_batch_size: int = _num(16, min=1)  # images per map_batches call
+    infer_batch_size: int = _num(16, min=1)  # images per captioner forward pass
+    part_size: int = _num(128, min=1)  # images per actor call and per Parquet part (resume granularity)
     num_cpus: int = _num(2, min=1)  # for the local Ray the job starts when none is running
     filter_ir_colours: bool = True  # strip colour words from IR captions and their rephrasings
     s3_endpoint: str | None = None  # else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL
