@@ -55,6 +55,7 @@ def test_job_captions_every_image_and_reports_corrupt_ones(
         len(set(zip(table.column("modality").to_pylist(), table.column("rel").to_pylist(), strict=True)))
         == table.num_rows
     )
+    assert not list(Path(result.output).glob("pending-*.parquet"))  # the work lists are cleaned up
     report = json.loads((Path(result.output) / "report.json").read_text())
     assert report["skipped"]["count"] == 2 and report["counts"]["ir"]["captioned_now"] == len(ir)
     for counts in report["counts"].values():  # start-up and steady rate, for capacity planning

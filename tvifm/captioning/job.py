@@ -4,7 +4,8 @@ Flow for a dataset ``root`` (local folder or ``s3://bucket/prefix``), output fol
 ``<root>/Text/captions``)::
 
     list images -> out/manifest.parquet (rel, modality, uri)
-    per modality: ray.data.read_parquet(manifest) -> filter(not done) -> blocks of caption.part_size rows
+    per modality: the manifest's rows without a part yet -> out/pending-<modality>.parquet
+        -> ray.data.read_parquet(pending) -> blocks of caption.part_size rows
         -> map_batches(CaptionWriteStage, actor pool of caption.actors; GPUs when the cluster has them):
            caption (forward passes of caption.infer_batch_size images), augment with the rule-based
            augmenter, write out/parts/<modality>/part-<hash>.parquet
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.parquet"
+PENDING = "pending-{modality}.parquet"
 PARTS = "parts"
 CAPTIONS = "captions.parquet"
 REPORT = "report.json"
@@ -321,12 +323,11 @@ def run_caption_job(
     _check_checkpoints(ccfg)
     out = output_dir(root, ccfg)
     rows = build_manifest(root, dataset, endpoint)
-    manifest_uri = storage.join(out, MANIFEST)
-    storage.write_bytes(manifest_uri, table_bytes(_rows_table(rows)), endpoint)
+    storage.write_bytes(storage.join(out, MANIFEST), table_bytes(_rows_table(rows)), endpoint)
     result = CaptionJobResult(output=out)
     with ray_session(ccfg.num_cpus):
         for modality in ccfg.modalities:
-            result.counts[modality] = _run_modality(manifest_uri, rows, out, modality, ccfg, progress)
+            result.counts[modality] = _run_modality(rows, out, modality, ccfg, progress)
     _finalise(root, out, ccfg, result)
     result.seconds = time.perf_counter() - started
     storage.write_bytes(storage.join(out, REPORT), json.dumps(result.to_dict(), indent=2).encode(), endpoint)
@@ -368,21 +369,19 @@ def _part_tables(out: str, modality: str, endpoint: str | None) -> list[pa.Table
 
 
 def _run_modality(
-    manifest_uri: str,
-    rows: list[dict[str, str]],
-    out: str,
-    modality: str,
-    ccfg: CaptionConfig,
-    progress: bool,
+    rows: list[dict[str, str]], out: str, modality: str, ccfg: CaptionConfig, progress: bool
 ) -> ModalityCounts:
     done = done_set(out, modality, ccfg.s3_endpoint)
-    mine = {r["rel"] for r in rows if r["modality"] == modality}
-    counts = ModalityCounts(total=len(mine), done_before=len(mine & done))
-    pending = len(mine - done)
+    mine = [r for r in rows if r["modality"] == modality]
+    todo = [r for r in mine if r["rel"] not in done]
+    counts = ModalityCounts(total=len(mine), done_before=len(mine) - len(todo))
+    pending = len(todo)
     if pending == 0:
         return counts
     started = time.perf_counter()
-    dataset = _pipeline(manifest_uri, out, modality, done, ccfg)
+    pending_uri = storage.join(out, PENDING.format(modality=modality))
+    storage.write_bytes(pending_uri, table_bytes(_rows_table(todo)), ccfg.s3_endpoint)
+    dataset = _pipeline(pending_uri, out, modality, ccfg)
     bar = tqdm(total=pending, desc=f"caption {modality}", unit="img", disable=not progress)
     first, first_rows = 0.0, 0
     for summary in dataset.iter_rows():
@@ -393,6 +392,7 @@ def _run_modality(
         if not first:
             first, first_rows = now, int(summary["rows"])
     bar.close()
+    storage.delete(pending_uri, ccfg.s3_endpoint)
     _set_timing(counts, time.perf_counter() - started, first, pending - first_rows)
     return counts
 
@@ -404,20 +404,20 @@ def _set_timing(counts: ModalityCounts, seconds: float, first: float, rows_after
         counts.steady_images_per_second = round(rows_after_first / (seconds - first), 2)
 
 
-def _pipeline(manifest_uri: str, out: str, modality: str, done: set[str], ccfg: CaptionConfig) -> Any:
+def _pipeline(pending_uri: str, out: str, modality: str, ccfg: CaptionConfig) -> Any:
     """The Ray Data pipeline of one modality; yields one summary row per written part.
 
-    The pending rows are read, filtered and split into one block per part first (``materialize``), so
-    the actor pool spreads parts over all actors and never holds the CPUs the read needs (Ray Data's
-    Parquet reader lists files in a task of one CPU that cannot be made to ask for less: streamed, the
-    read waits forever behind actors that hold every CPU).
+    It reads the pending rows (the driver filters the manifest against the done-set and writes them, so
+    no task carries the done-set, however large a resumed job's is) and splits them into one block per
+    part first (``materialize``), so the actor pool spreads parts over all actors and never holds the
+    CPUs the read needs (Ray Data's Parquet reader lists files in a task of one CPU that cannot be made
+    to ask for less: streamed, the read waits forever behind actors that hold every CPU).
     """
     import ray
 
-    fs, path = storage.arrow_filesystem(manifest_uri, ccfg.s3_endpoint)
+    fs, path = storage.arrow_filesystem(pending_uri, ccfg.s3_endpoint)
     has_gpu = ray.cluster_resources().get("GPU", 0) > 0
     ds = ray.data.read_parquet(path, filesystem=fs)
-    ds = ds.filter(lambda row: row["modality"] == modality and row["rel"] not in done)
     ds = ds.repartition(target_num_rows_per_block=ccfg.part_size, strict=True).materialize()
     caption = {
         "checkpoint": checkpoint_for(ccfg, modality),
