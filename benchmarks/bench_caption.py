@@ -5,9 +5,9 @@ sets ``torch.set_num_threads(1)``, the job's actors ``caption.threads_per_actor=
 ideal is 1x for one actor and 2x for two. Ray is started once before timing (its start-up is not what
 the comparison is about). Two rates per contender: end to end (the loop from loading the captioner, a
 job from submitting it: worker processes, reading the manifest, actor start-up and model loading,
-Parquet parts, sidecars, report) and steady (after the first batch, resp. the job's first written part,
-as ``report.json`` records it): what a long job over millions of images runs at. Augmentation is off
-(``caption.augmenter=none``) because the loop does not augment.
+Parquet parts, sidecars, report) and steady (the loop after its first batch, a job once every actor has
+written its first part, as ``report.json`` records it): what a long job over millions of images runs
+at. Augmentation is off (``caption.augmenter=none``) because the loop does not augment.
 
 Each job runs once per part size (``caption.part_size``: images per actor call and Parquet part; the
 forward passes are ``--batch-size`` images in every contender), and everything is repeated for each
@@ -167,8 +167,9 @@ def _markdown(runs: list[Run], batch_size: int) -> str:
             f"forward passes of {batch_size} images, one torch thread per worker, {os.cpu_count()} cores "
             f"({platform.machine()}), one run each, side by side. End to end: the loop from loading the "
             "captioner, a job from its submission to an already running Ray (worker processes, manifest "
-            "read, actor start-up and model loading, Parquet parts, sidecars, report). Steady: the rate "
-            "after the first batch (the job's first written part). Part: images per actor call and "
+            "read, actor start-up and model loading, Parquet parts, sidecars, report). Steady: the loop's "
+            "rate after its first batch; a job's once every actor has written its first part, timed by "
+            "when the parts were written (`report.json`). Part: images per actor call and "
             "Parquet part (`caption.part_size`). Load: the 1-min load average before the contender. "
             "Targets: >= 0.9x the loop with 1 actor, >= 1.6x with 2.",
             "",

@@ -308,3 +308,19 @@ def test_caption_write_stage_writes_one_part_per_call_in_small_forward_passes(
     expected = [p.text for p in pairs]
     assert [r["description"] for r in rows if r["status"] == "ok"] == expected
     assert all(r["aug_description"] for r in rows if r["status"] == "ok")
+
+
+def test_job_timing_starts_the_steady_rate_once_every_actor_has_written_a_part() -> None:
+    from tvifm.captioning.job import ModalityCounts, _set_timing
+
+    written = [(100.0, 8), (101.0, 8), (102.0, 8), (103.0, 8), (104.0, 4)]
+    two = ModalityCounts()
+    _set_timing(two, started=95.0, ended=105.5, written=written, actors=2)
+    assert (two.seconds, two.first_part_seconds) == (10.5, 5.0)
+    assert two.steady_images_per_second == pytest.approx(20 / 3, abs=0.01)  # after the 2nd part
+    one = ModalityCounts()
+    _set_timing(one, started=95.0, ended=105.5, written=written, actors=1)
+    assert one.steady_images_per_second == pytest.approx(28 / 4, abs=0.01)
+    single = ModalityCounts()
+    _set_timing(single, started=95.0, ended=101.0, written=written[:1], actors=2)
+    assert single.first_part_seconds == 5.0 and single.steady_images_per_second == 0.0

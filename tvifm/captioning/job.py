@@ -177,7 +177,7 @@ class CaptionStage:
         for start in range(0, len(uris), self.batch_size):
             chunk = [load_image(uri, self.endpoint) for uri in uris[start : start + self.batch_size]]
             good = [i for i, (img, _) in enumerate(chunk) if img is not None]
-            texts = self.captioner.caption([chunk[i][0] for i in good]) if good else []  # type: ignore[misc]
+            texts = self.captioner.caption([chunk[i][0] for i in good]) if good else []
             by_index.update((start + i, text) for i, text in zip(good, texts, strict=True))
             loaded.extend(chunk)
         out: dict[str, list[str]] = {name: [] for name in COLUMNS}
@@ -247,7 +247,11 @@ def part_name(rels: Iterable[str]) -> str:
 
 
 def write_part(batch: dict[str, Any], parts_dir: str, endpoint: str | None) -> dict[str, list[Any]]:
-    """Write one batch as an atomic Parquet part; returns a one-row summary (part, rows, ok)."""
+    """Write one batch as an atomic Parquet part; returns a one-row summary (part, rows, ok, written).
+
+    ``written`` is the wall-clock time the part landed, so the driver can time the parts themselves
+    rather than their (buffered) arrival.
+    """
     import pyarrow as pa
 
     table = pa.table({name: [str(v) for v in batch[name]] for name in COLUMNS})
@@ -255,7 +259,7 @@ def write_part(batch: dict[str, Any], parts_dir: str, endpoint: str | None) -> d
     uri = storage.join(parts_dir, part_name(rels))
     storage.write_bytes(uri, table_bytes(table), endpoint)
     ok = sum(1 for status in table.column("status").to_pylist() if status == OK)
-    return {"part": [uri], "rows": [len(rels)], "ok": [ok]}
+    return {"part": [uri], "rows": [len(rels)], "ok": [ok], "written": [time.time()]}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -268,8 +272,9 @@ class ModalityCounts:
 
     Timing of this run's work on the modality: ``seconds`` from starting the Ray Data pipeline to its
     last part, ``first_part_seconds`` until the first part was written (start-up: worker processes,
-    reading the manifest, loading the captioners), and ``steady_images_per_second``, the rate after the
-    first part (what a long job runs at; 0 with fewer than two parts).
+    reading the manifest, loading the captioners), and ``steady_images_per_second``, the rate once
+    every actor has written its first part, timed by when each part was written (what a long job runs
+    at; 0 with fewer than two parts).
     """
 
     total: int = 0
@@ -378,30 +383,40 @@ def _run_modality(
     pending = len(todo)
     if pending == 0:
         return counts
-    started = time.perf_counter()
+    started = time.time()
     pending_uri = storage.join(out, PENDING.format(modality=modality))
     storage.write_bytes(pending_uri, table_bytes(_rows_table(todo)), ccfg.s3_endpoint)
     dataset = _pipeline(pending_uri, out, modality, ccfg)
     bar = tqdm(total=pending, desc=f"caption {modality}", unit="img", disable=not progress)
-    first, first_rows = 0.0, 0
+    written: list[tuple[float, int]] = []  # (when, rows) of every part
     for summary in dataset.iter_rows():
         counts.captioned_now += int(summary["ok"])
         counts.skipped += int(summary["rows"]) - int(summary["ok"])
         bar.update(int(summary["rows"]))
-        now = time.perf_counter() - started
-        if not first:
-            first, first_rows = now, int(summary["rows"])
+        written.append((float(summary["written"]), int(summary["rows"])))
     bar.close()
     storage.delete(pending_uri, ccfg.s3_endpoint)
-    _set_timing(counts, time.perf_counter() - started, first, pending - first_rows)
+    _set_timing(counts, started, time.time(), sorted(written), ccfg.actors)
     return counts
 
 
-def _set_timing(counts: ModalityCounts, seconds: float, first: float, rows_after_first: int) -> None:
-    counts.seconds = round(seconds, 3)
-    counts.first_part_seconds = round(first, 3)
-    if rows_after_first > 0 and seconds > first:
-        counts.steady_images_per_second = round(rows_after_first / (seconds - first), 2)
+def _set_timing(
+    counts: ModalityCounts, started: float, ended: float, written: list[tuple[float, int]], actors: int
+) -> None:
+    """Fill the timing fields from the run's wall-clock span and its parts' ``(written, rows)``, in order.
+
+    The steady rate starts once every actor has written its first part (until then some are starting).
+    """
+    counts.seconds = round(ended - started, 3)
+    if not written:
+        return
+    counts.first_part_seconds = round(max(0.0, written[0][0] - started), 3)
+    warm = min(actors, len(written) - 1) - 1  # index of the part after which every actor is running
+    if warm < 0:
+        return
+    span = written[-1][0] - written[warm][0]
+    if span > 0:
+        counts.steady_images_per_second = round(sum(rows for _, rows in written[warm + 1 :]) / span, 2)
 
 
 def _pipeline(pending_uri: str, out: str, modality: str, ccfg: CaptionConfig) -> Any:
