@@ -21,6 +21,12 @@ def _num(default: Any, **bounds: Any) -> Any:
     return field(default=default, metadata=bounds)
 
 
+def _path(default: str | None) -> Any:
+    """A local path or ``s3://`` URI; :func:`tvifm.engine.distributed.absolute_paths` makes relative local
+    ones absolute before the config reaches processes with another working directory."""
+    return field(default=default, metadata={"path": True})
+
+
 def _size(height: int, width: int) -> Any:
     return field(default_factory=lambda: [height, width], metadata={"length": 2, "min": 8})
 
@@ -41,7 +47,7 @@ class DataConfig:
     """Which dataset to read and how batches are drawn from it."""
 
     dataset: Literal["synth", "sysu", "regdb", "llcm"] = "synth"
-    root: str = "data/synthtri"
+    root: str = _path("data/synthtri")
     trial: int = _num(1, min=1, max=10)  # RegDB split
     image_size: list[int] = _size(96, 48)  # [height, width] fed to the model
     ids_per_batch: int = _num(8, min=2)  # P
@@ -71,7 +77,7 @@ class BackboneConfig:
     """Two-stream ResNet (DESIGN.md 2.4): a stem per modality, shared layer1-4, GeM pooling."""
 
     arch: Literal["tiny", "resnet18", "resnet50"] = "tiny"
-    weights: str | None = None  # local ImageNet weights file (.pth state dict or .safetensors)
+    weights: str | None = _path(None)  # local ImageNet weights file (.pth state dict or .safetensors)
     last_stride: int = _num(1, min=1, max=2)
     gem_p: float = _num(3.0, min=1.0)
     tiny_widths: list[int] = field(
@@ -84,7 +90,7 @@ class TextConfig:
     """CLIP text tower through open_clip (DESIGN.md 2.3)."""
 
     arch: Literal["tiny", "RN50"] = "tiny"
-    checkpoint: str | None = None  # local open_clip / CLIP checkpoint file; never downloaded
+    checkpoint: str | None = _path(None)  # local open_clip / CLIP checkpoint file; never downloaded
     quick_gelu: bool = False  # True for OpenAI-trained CLIP weights
     context_length: int = _num(77, min=8, max=77)
 
@@ -136,7 +142,9 @@ class DistConfig:
     cpus_per_worker: int = _num(2, min=1)  # also the torch threads of each worker
     zero_stage: int = _num(2, min=0, max=2)
     max_failures: int = _num(2, min=-1)  # -1: retry forever
-    storage_path: str = "runs/ray"  # Ray Train checkpoints and results: local path or s3://bucket/prefix
+    storage_path: str = _path(
+        "runs/ray"
+    )  # Ray Train checkpoints and results: local path or s3://bucket/prefix
     run_name: str = ""  # default: <config name>; a re-run with the same name resumes
     ray_address: str = ""  # empty: the RAY_ADDRESS environment variable, else a local Ray
 
@@ -147,7 +155,7 @@ class TrackingConfig:
 
     enabled: bool = True
     uri: str = ""  # empty: MLFLOW_TRACKING_URI, else a local server the job starts (runs/mlflow)
-    local_root: str = "runs/mlflow"  # SQLite store and artifacts of the embedded server
+    local_root: str = _path("runs/mlflow")  # SQLite store and artifacts of the embedded server
     experiment: str = "tvifm"
     registered_model: str = "tvifm"
     timeout_s: float = _num(10.0, min=0.1)  # how long to wait for the server before failing
@@ -158,10 +166,12 @@ class CaptionConfig:
     """Captioners (BLIP), their fine-tuning, the Ray Data captioning job and text augmentation."""
 
     # --- captioner models -------------------------------------------------------------------------
-    base_checkpoint: str | None = None  # local BLIP checkpoint dir to fine-tune; None: tiny BLIP from scratch
-    captioner_dir: str = "runs/captioners"  # fine-tuning writes <dir>/rgb and <dir>/ir (local or s3://)
-    rgb_checkpoint: str | None = None  # captioner used by the job for visible images; None: <dir>/rgb
-    ir_checkpoint: str | None = None  # captioner for IR images; None: <captioner_dir>/ir
+    base_checkpoint: str | None = _path(None)  # local BLIP dir to fine-tune; None: tiny BLIP from scratch
+    captioner_dir: str = _path(
+        "runs/captioners"
+    )  # fine-tuning writes <dir>/rgb and <dir>/ir (local or s3://)
+    rgb_checkpoint: str | None = _path(None)  # captioner used by the job for visible images; None: <dir>/rgb
+    ir_checkpoint: str | None = _path(None)  # captioner for IR images; None: <captioner_dir>/ir
     image_size: int = _num(64, min=16)  # square side the tiny BLIP sees (checkpoints keep their own)
     patch_size: int = _num(8, min=2)
     vision_width: int = _num(128, min=16)
@@ -186,7 +196,7 @@ class CaptionConfig:
     seed: int = 0
     # --- batch captioning job ---------------------------------------------------------------------
     modalities: list[ModalityName] = field(default_factory=lambda: ["visible", "ir"])
-    output: str | None = None  # Parquet parts + report; None: <root>/Text/captions
+    output: str | None = _path(None)  # Parquet parts + report; None: <root>/Text/captions
     actors: int = _num(2, min=1)  # actor pool size per modality
     cpus_per_actor: float = _num(1.0, min=0.0)
     gpus_per_actor: float = _num(1.0, min=0.0)  # requested only when the cluster has GPUs
@@ -198,7 +208,7 @@ class CaptionConfig:
     s3_endpoint: str | None = None  # else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL
     # --- augmentation -----------------------------------------------------------------------------
     augmenter: Literal["rule", "llm", "none"] = "rule"
-    llm_checkpoint: str | None = None  # local causal LM dir for augmenter=llm
+    llm_checkpoint: str | None = _path(None)  # local causal LM dir for augmenter=llm
     llm_temperature: float = _num(0.7, min=0.0)
     llm_max_new_tokens: int = _num(60, min=1)
     llm_batch_size: int = _num(8, min=1)
@@ -231,11 +241,11 @@ class ServeConfig:
     # a run directory (local or s3://) or an MLflow registry URI models:/<name>@<alias> | models:/<name>/<v>
     model: str = "models:/tvifm@production"
     mlflow_tracking_uri: str | None = None  # else MLFLOW_TRACKING_URI
-    ir_captioner: str | None = None  # BLIP captioner dir (local or s3://) generating missing IR captions
+    ir_captioner: str | None = _path(None)  # BLIP captioner dir (local or s3://) for missing IR captions
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     threads: int = _num(1, min=1)  # torch threads per embedding replica
     # --- gallery --------------------------------------------------------------------------------------
-    gallery_uri: str = "runs/gallery"  # local folder or s3://bucket/prefix; persisted on every change
+    gallery_uri: str = _path("runs/gallery")  # local folder or s3://bucket/prefix; persisted on every change
     keep_images: bool = True  # store gallery images so a new model can re-embed the gallery
     s3_endpoint: str | None = None  # else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL
     max_segments: int = _num(32, min=1)  # compact the gallery's segment log beyond this many segments
@@ -288,7 +298,7 @@ class Config:
 
     name: str = "tiny"
     seed: int = 0
-    out_dir: str = "runs"
+    out_dir: str = _path("runs")
     synth: SynthConfig = field(default_factory=SynthConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

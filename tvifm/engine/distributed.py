@@ -16,6 +16,7 @@ Ray and DeepSpeed are imported only here (and only inside functions).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -227,21 +228,22 @@ def _run_config(cfg: Config, name: str) -> Any:
 
 
 def absolute_paths(cfg: Config) -> Config:
-    """A copy of ``cfg`` whose relative local paths (dataset, weights, checkpoints, Ray storage) are made
-    absolute against this process's working directory: Ray Train runs each worker in a directory of
-    its own, where a relative path such as the default ``data/synthtri`` would not resolve."""
-
-    def fix(path: str | None) -> str | None:
-        if not path or storage.is_s3(path) or os.path.isabs(path):
-            return path
-        return os.path.abspath(path)
-
+    """A copy of ``cfg`` whose relative local paths (every field the schema declares a path: dataset,
+    weights, checkpoints, Ray storage, ...) are made absolute against this process's working directory:
+    Ray Train runs each worker in a directory of its own, where a relative path such as the default
+    ``data/synthtri`` would not resolve."""
     out = copy.deepcopy(cfg)
-    out.data.root = fix(out.data.root) or out.data.root
-    out.dist.storage_path = fix(out.dist.storage_path) or out.dist.storage_path
-    out.text.checkpoint = fix(out.text.checkpoint)
-    out.backbone.weights = fix(out.backbone.weights)
+    _absolute_in(out)
     return out
+
+
+def _absolute_in(section: Any) -> None:
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            _absolute_in(value)
+        elif f.metadata.get("path") and value and not storage.is_s3(value) and not os.path.isabs(value):
+            setattr(section, f.name, os.path.abspath(value))
 
 
 def run_stage(
