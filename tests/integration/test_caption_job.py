@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import ray
 
 from tvifm.captioning.config import resolve_configs
 from tvifm.captioning.job import PARTS, build_manifest, done_set, run_caption_job
@@ -126,8 +127,9 @@ def test_killed_job_resumes_without_losing_or_duplicating_rows(
     overrides = caption_job_overrides("caption.actors=1", "caption.part_size=4")
     command = [sys.executable, str(REPO / "jobs" / "caption.py"), "--root", str(synth_copy), *overrides]
     parts = synth_copy / "Text" / "captions" / PARTS / "visible"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("RAY_ADDRESS", None)
+    # the job joins the session's running Ray, as `ray job submit` does on a cluster: killing its driver
+    # must take its actors down too, and no second Ray has to start on a busy machine
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     job = subprocess.Popen(
         command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -141,7 +143,7 @@ def test_killed_job_resumes_without_losing_or_duplicating_rows(
         os.killpg(job.pid, signal.SIGKILL)
         job.wait(timeout=30)
     finally:
-        kill_session(job.pid)  # Ray processes the killed job had started
+        kill_session(job.pid)  # whatever the killed job had started itself
         if job.stderr:
             job.stderr.close()
 
