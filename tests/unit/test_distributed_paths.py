@@ -14,24 +14,23 @@ from tvifm.engine.distributed import absolute_paths
 def test_relative_local_paths_become_absolute_and_remote_ones_stay(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = load_config("tiny", ["data.root=data/synthtri", "dist.storage_path=s3://bucket/ray",
-                               "text.checkpoint=weights/clip.pt"])  # fmt: skip
+                               "text.checkpoint=weights/clip.pt", "caption.llm_checkpoint=models/llm",
+                               "serve.ir_captioner=runs/captioners/ir"])  # fmt: skip
     out = absolute_paths(cfg)
-    assert out.data.root == os.path.join(str(tmp_path), "data", "synthtri")
-    assert out.text.checkpoint == os.path.join(str(tmp_path), "weights", "clip.pt")
+
+    def here(*parts: str) -> str:
+        return os.path.join(str(tmp_path), *parts)
+
+    assert (out.data.root, out.text.checkpoint) == (here("data", "synthtri"), here("weights", "clip.pt"))
+    assert out.caption.llm_checkpoint == here("models", "llm")  # every declared path, in every section
+    assert out.caption.captioner_dir == here("runs", "captioners")
+    assert (out.serve.ir_captioner, out.serve.gallery_uri) == (
+        here("runs", "captioners", "ir"),
+        here("runs", "gallery"),
+    )
     assert out.dist.storage_path == "s3://bucket/ray" and out.backbone.weights is None
+    assert out.serve.model == cfg.serve.model  # a registry URI, not a path
     assert cfg.data.root == "data/synthtri", "the caller's config is left as it was"
-
-
-def test_every_path_field_of_the_config_is_made_absolute(tmp_path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    cfg = load_config("tiny", ["caption.llm_checkpoint=models/llm", "serve.ir_captioner=runs/captioners/ir",
-                               "caption.output=s3://bucket/captions"])  # fmt: skip
-    out = absolute_paths(cfg)
-    assert out.caption.captioner_dir == os.path.join(str(tmp_path), "runs", "captioners")
-    assert out.caption.llm_checkpoint == os.path.join(str(tmp_path), "models", "llm")
-    assert out.serve.ir_captioner == os.path.join(str(tmp_path), "runs", "captioners", "ir")
-    assert out.serve.gallery_uri == os.path.join(str(tmp_path), "runs", "gallery")
-    assert out.caption.output == "s3://bucket/captions" and out.serve.model == cfg.serve.model
 
 
 PATH_NAME = re.compile(r"(root|_path|checkpoint|weights|_dir|output|captioner|gallery_uri)$")
