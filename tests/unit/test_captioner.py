@@ -324,3 +324,29 @@ def test_job_timing_starts_the_steady_rate_once_every_actor_has_written_a_part()
     single = ModalityCounts()
     _set_timing(single, started=95.0, ended=101.0, written=written[:1], actors=2)
     assert single.first_part_seconds == 5.0 and single.steady_images_per_second == 0.0
+
+
+def test_a_failed_modality_leaves_no_pending_list_and_keeps_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tvifm.captioning import job
+    from tvifm.captioning.job import read_table
+
+    seen: list[list[str]] = []
+
+    class Broken:
+        def iter_rows(self) -> Iterator[dict]:
+            yield {"ok": 1, "rows": 1, "written": 1.0}
+            raise RuntimeError("actor died")
+
+    def pipeline(pending_uri: str, *_: object) -> Broken:
+        seen.append(read_table(pending_uri).column("rel").to_pylist())
+        return Broken()
+
+    monkeypatch.setattr(job, "_pipeline", pipeline)
+    rows = [{"rel": f"{i}.jpg", "modality": "visible", "uri": f"/x/{i}.jpg"} for i in range(3)]
+    rows.append({"rel": "ir.jpg", "modality": "ir", "uri": "/x/ir.jpg"})
+    with pytest.raises(RuntimeError, match="actor died"):
+        job._run_modality(rows, str(tmp_path), "visible", caption_config(), progress=False)
+    assert seen == [["0.jpg", "1.jpg", "2.jpg"]]  # only this modality's rows were handed to Ray Data
+    assert not list(tmp_path.glob("pending-*.parquet"))

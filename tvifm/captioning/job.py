@@ -173,20 +173,20 @@ class CaptionStage:
 
         rels, uris = [str(r) for r in batch["rel"]], [str(u) for u in batch["uri"]]
         by_index: dict[int, str] = {}
-        loaded: list[tuple[Image.Image | None, str]] = []
+        reasons: list[str] = []  # why each image could not be read ("" if it was); images are not kept
         for start in range(0, len(uris), self.batch_size):
             chunk = [load_image(uri, self.endpoint) for uri in uris[start : start + self.batch_size]]
             good = [i for i, (img, _) in enumerate(chunk) if img is not None]
             texts = self.captioner.caption([chunk[i][0] for i in good]) if good else []
             by_index.update((start + i, text) for i, text in zip(good, texts, strict=True))
-            loaded.extend(chunk)
+            reasons.extend(reason for _, reason in chunk)
         out: dict[str, list[str]] = {name: [] for name in COLUMNS}
         for i, rel in enumerate(rels):
             text = by_index.get(i, "")
             if self.filter_colours:
                 text = strip_colours(text)
             ok = i in by_index
-            _append(out, rel, self.modality, text, "", OK if ok else SKIPPED, "" if ok else loaded[i][1])
+            _append(out, rel, self.modality, text, "", OK if ok else SKIPPED, "" if ok else reasons[i])
         return out
 
 
@@ -380,22 +380,22 @@ def _run_modality(
     mine = [r for r in rows if r["modality"] == modality]
     todo = [r for r in mine if r["rel"] not in done]
     counts = ModalityCounts(total=len(mine), done_before=len(mine) - len(todo))
-    pending = len(todo)
-    if pending == 0:
+    if not todo:
         return counts
     started = time.time()
     pending_uri = storage.join(out, PENDING.format(modality=modality))
     storage.write_bytes(pending_uri, table_bytes(_rows_table(todo)), ccfg.s3_endpoint)
-    dataset = _pipeline(pending_uri, out, modality, ccfg)
-    bar = tqdm(total=pending, desc=f"caption {modality}", unit="img", disable=not progress)
     written: list[tuple[float, int]] = []  # (when, rows) of every part
-    for summary in dataset.iter_rows():
-        counts.captioned_now += int(summary["ok"])
-        counts.skipped += int(summary["rows"]) - int(summary["ok"])
-        bar.update(int(summary["rows"]))
-        written.append((float(summary["written"]), int(summary["rows"])))
-    bar.close()
-    storage.delete(pending_uri, ccfg.s3_endpoint)
+    try:
+        dataset = _pipeline(pending_uri, out, modality, ccfg)
+        with tqdm(total=len(todo), desc=f"caption {modality}", unit="img", disable=not progress) as bar:
+            for summary in dataset.iter_rows():
+                counts.captioned_now += int(summary["ok"])
+                counts.skipped += int(summary["rows"]) - int(summary["ok"])
+                bar.update(int(summary["rows"]))
+                written.append((float(summary["written"]), int(summary["rows"])))
+    finally:  # the parts written so far are the job's progress; the pending list is rebuilt on re-run
+        storage.delete(pending_uri, ccfg.s3_endpoint)
     _set_timing(counts, started, time.time(), sorted(written), ccfg.actors)
     return counts
 
