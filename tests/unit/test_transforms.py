@@ -1,12 +1,14 @@
-"""Transforms: output shapes, normalisation and what channel augmentation does to colour."""
+"""Transforms: output shapes, normalisation, what channel augmentation does to colour, random erasing."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from tvifm.data.transforms import (
+    ERASE_FILL,
     IMAGENET_MEAN,
     IMAGENET_STD,
     RandomChannelExchange,
@@ -71,3 +73,21 @@ def test_visible_ca_stream_is_colourless_and_visible_stream_is_not() -> None:
     vis = tfs["visible"](img) * std + mean
     assert torch.allclose(ca[0], ca[1], atol=1e-5) and torch.allclose(ca[1], ca[2], atol=1e-5)
     assert not torch.allclose(vis[0], vis[1], atol=1e-2)
+
+
+def test_random_erasing_puts_a_colourless_patch_in_every_stream() -> None:
+    torch.manual_seed(2)
+    img = to_training_tensor(_colour_image(), [32, 16])
+    std, mean = torch.tensor(IMAGENET_STD).view(3, 1, 1), torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    plain = train_transforms([32, 16], pad=0, flip=False)
+    erased = train_transforms([32, 16], pad=0, flip=False, random_erasing=1.0)
+    for name, tf in erased.items():
+        out = tf(img) * std + mean
+        patch = (out - ERASE_FILL).abs().amax(dim=0) < 1e-5  # every channel at the fill value
+        assert 0.02 * 32 * 16 <= int(patch.sum()) <= 0.4 * 32 * 16 + 16, name
+        if name == "visible_ca":
+            assert torch.allclose(out[0], out[1], atol=1e-5) and torch.allclose(out[1], out[2], atol=1e-5)
+    out = plain["visible"](img) * std + mean
+    assert int(((out - ERASE_FILL).abs().amax(dim=0) < 1e-5).sum()) == 0  # off by default
+    with pytest.raises(ValueError, match="random erasing probability"):
+        train_transforms([32, 16], random_erasing=1.5)

@@ -53,6 +53,7 @@ class DataConfig:
     ids_per_batch: int = _num(8, min=2)  # P
     images_per_modality: int = _num(4, min=1)  # K visible + K IR per identity
     channel_aug: bool = True
+    random_erasing: float = _num(0.0, min=0.0, max=1.0)  # probability of a grey patch per training image
     pad: int = _num(4, min=0)
     flip: bool = True
     num_workers: int = _num(0, min=0)

@@ -1,4 +1,4 @@
-"""Image transforms: resize, pad-crop, flip, normalisation and CAJ-style channel augmentation.
+"""Image transforms: resize, pad-crop, flip, random erasing, normalisation and CAJ-style channel augmentation.
 
 Channel augmentation (random channel exchange / grayscale of visible images) removes colour from a
 visible image in one of several ways, so the backbone learns features that survive the loss of colour
@@ -17,6 +17,9 @@ from torchvision.transforms import v2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+# random erasing fills with the luminance of the ImageNet mean on every channel: a colourless patch, so a
+# channel-augmented (colourless) image stays colourless
+ERASE_FILL = sum(w * m for w, m in zip(GRAY_WEIGHTS, IMAGENET_MEAN, strict=True))
 
 Transform = Callable[[Image.Image], torch.Tensor]
 
@@ -74,6 +77,12 @@ def _to_float() -> list[torch.nn.Module]:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
 
 
+def _erasing(p: float) -> list[torch.nn.Module]:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"random erasing probability {p} must lie in [0, 1]")
+    return [v2.RandomErasing(p=p, value=ERASE_FILL)] if p > 0 else []
+
+
 def _normalise() -> v2.Normalize:
     return v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
 
@@ -88,22 +97,29 @@ def to_training_tensor(img: Image.Image, size: Sequence[int]) -> torch.Tensor:
 
 
 def train_transforms(
-    size: Sequence[int], pad: int = 4, flip: bool = True, channel_aug: bool = True
+    size: Sequence[int],
+    pad: int = 4,
+    flip: bool = True,
+    channel_aug: bool = True,
+    random_erasing: float = 0.0,
 ) -> dict[str, Transform]:
     """Training transforms by stream: ``visible``, ``visible_ca`` (channel-augmented) and ``ir``.
 
     They take the uint8 tensors of :func:`to_training_tensor` (already at ``size``) and apply
-    pad + random crop, flip, scaling to [0, 1], the stream's colour transform and normalisation.
+    pad + random crop, flip, scaling to [0, 1], the stream's colour transform, random erasing (with
+    probability ``random_erasing`` a rectangle of 2-40 % of the image becomes a grey patch, as in the
+    AGW/CAJ baselines) and normalisation.
 
     ``visible_ca`` always exchanges channels when ``channel_aug`` is on (it is the CA view of joint
     learning); otherwise it equals ``visible``. IR images are random-grayscaled half the time, which
     changes nothing for true single-band frames and evens out colour casts of 3-channel IR files.
     """
     geo, to_float = _geometry(size, pad, flip), _to_float()
-    visible = v2.Compose([*geo, *to_float, _normalise()])
+    erase = _erasing(random_erasing)
+    visible = v2.Compose([*geo, *to_float, *erase, _normalise()])
     ca = [RandomChannelExchange(1.0)] if channel_aug else []
-    visible_ca = v2.Compose([*geo, *to_float, *ca, _normalise()])
-    ir = v2.Compose([*geo, *to_float, RandomGrayscale3(0.5), _normalise()])
+    visible_ca = v2.Compose([*geo, *to_float, *ca, *erase, _normalise()])
+    ir = v2.Compose([*geo, *to_float, RandomGrayscale3(0.5), *erase, _normalise()])
     return {"visible": visible, "visible_ca": visible_ca, "ir": ir}
 
 

@@ -77,12 +77,15 @@ class PairedTrainSet(Dataset):
         pad: int = 4,
         flip: bool = True,
         channel_aug: bool = True,
+        random_erasing: float = 0.0,
         text_aug_prob: float = 0.0,
         cache_images: bool = True,
         skipped: SkipReport | None = None,
     ) -> None:
         self.source = source
-        self.tf = train_transforms(size, pad=pad, flip=flip, channel_aug=channel_aug)
+        self.tf = train_transforms(
+            size, pad=pad, flip=flip, channel_aug=channel_aug, random_erasing=random_erasing
+        )
         self.text_aug_prob = text_aug_prob
         self.cache = ImageCache(size, cache_images)
         self.skipped = skipped if skipped is not None else SkipReport()
@@ -168,6 +171,7 @@ def build_loader(
         pad=d.pad,
         flip=d.flip,
         channel_aug=d.channel_aug,
+        random_erasing=d.random_erasing,
         text_aug_prob=text_aug_prob,
         cache_images=d.num_workers == 0,
         skipped=skipped,
