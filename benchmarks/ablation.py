@@ -102,9 +102,9 @@ def train_seed(cfg: Config, seed: int, out: Path) -> dict[str, Path]:
     return runs
 
 
-def train_minutes(out: Path, seeds: list[int]) -> float:
-    """Minutes the seeds' training took when it ran (recorded by :func:`train_seed`)."""
-    return sum(float((out / f"seed{s}" / "train_minutes.txt").read_text()) for s in seeds)
+def train_minutes(out: Path, seeds: list[int]) -> dict[int, float]:
+    """Minutes each seed's training took when it ran (recorded by :func:`train_seed`)."""
+    return {s: float((out / f"seed{s}" / "train_minutes.txt").read_text()) for s in seeds}
 
 
 def cfg_path(cfg: Config, out: Path) -> Path:
@@ -142,21 +142,28 @@ MER_TERMS = {
 }
 
 
-def mer_terms(run_dir: Path) -> dict[str, float]:
-    """All-search Rank-1 (percent) on the validation identities of each equal-weight sum in MER_TERMS."""
+def _validation_run(run_dir: Path) -> tuple[Any, Config, Any, list[Any]]:
+    """A run's model and config, its dataset splits, and the all-search trials on its validation ids."""
     from tvifm.data.registry import load_dataset
-    from tvifm.data.sidecars import load_text_for
     from tvifm.data.storage import local_dataset
     from tvifm.engine.evaluate import load_run
-    from tvifm.engine.inference import build_query_bank, gallery_embeddings
     from tvifm.engine.validation import protocol_sets
-    from tvifm.eval import evaluate_sets
 
     model, cfg, _ = load_run(run_dir)
     splits = load_dataset(cfg.data.dataset, local_dataset(cfg.data.root), cfg.data.trial)
     sets = protocol_sets(
         splits.name, splits.val_visible, splits.val_ir, trials=cfg.eval.trials, seed=cfg.eval.seed
     )[f"all-{cfg.eval.shot}"]
+    return model, cfg, splits, sets
+
+
+def mer_terms(run_dir: Path) -> dict[str, float]:
+    """All-search Rank-1 (percent) on the validation identities of each equal-weight sum in MER_TERMS."""
+    from tvifm.data.sidecars import load_text_for
+    from tvifm.engine.inference import build_query_bank, gallery_embeddings
+    from tvifm.eval import evaluate_sets
+
+    model, cfg, splits, sets = _validation_run(run_dir)
     queries = list(dict.fromkeys(s for es in sets for s in es.query))
     gallery = list(dict.fromkeys(s for es in sets for s in es.gallery))
     size = cfg.data.image_size
@@ -182,19 +189,11 @@ def ir_family_rank1(run_dir: Path) -> dict[str, float]:
     from dataclasses import replace
 
     from tvifm.captioning.quality import read_truth
-    from tvifm.data.registry import load_dataset
-    from tvifm.data.storage import local_dataset
-    from tvifm.engine.evaluate import load_run
     from tvifm.engine.inference import gallery_embeddings
-    from tvifm.engine.validation import protocol_sets
     from tvifm.eval import evaluate_sets
 
-    model, cfg, _ = load_run(run_dir)
-    splits = load_dataset(cfg.data.dataset, local_dataset(cfg.data.root), cfg.data.trial)
+    model, cfg, _, sets = _validation_run(run_dir)
     family = {pid: attrs["family"] for pid, attrs in read_truth(cfg.data.root).items()}
-    sets = protocol_sets(
-        splits.name, splits.val_visible, splits.val_ir, trials=cfg.eval.trials, seed=cfg.eval.seed
-    )[f"all-{cfg.eval.shot}"]
     samples = list(dict.fromkeys(s for es in sets for s in (*es.query, *es.gallery)))
     feats = dict(zip(samples, gallery_embeddings(model, samples, cfg.data.image_size).numpy(), strict=True))
 
@@ -227,11 +226,11 @@ def summarise(
 
 def markdown(
     table: dict[str, Any],
-    terms: dict[str, tuple[float, float]],
+    diagnosis: dict[str, tuple[float, float]],
     seeds: list[int],
     cfg: Config,
     minutes: float,
-    trained: float,
+    trained: dict[int, float],
 ) -> str:
     head = (
         "| row | "
@@ -276,9 +275,10 @@ def markdown(
             "",
             *reference_lines(table),
             "",
-            *findings(table, terms),
+            *findings(table, diagnosis),
             "",
-            f"Training the {len(seeds)} seeds took {trained:.0f} min on {os.cpu_count()} CPU cores; runs "
+            f"Training the {len(seeds)} seeds took {sum(trained.values()):.0f} min on {os.cpu_count()} CPU "
+            f"cores ({', '.join(f'seed {s}: {m:.0f}' for s, m in trained.items())} min); runs "
             f"already trained under `--out` are reused, so a re-run only evaluates (this one took "
             f"{minutes:.0f} min).",
             "",
@@ -303,7 +303,7 @@ def reference_lines(table: dict[str, Any]) -> list[str]:
     return lines
 
 
-def summarise_terms(per_seed: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
+def summarise_figures(per_seed: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
     """Mean and standard deviation over seeds of each per-seed validation figure."""
     return {
         name: (float(np.mean([s[name] for s in per_seed])), float(np.std([s[name] for s in per_seed])))
@@ -317,8 +317,11 @@ def terms_lines(terms: dict[str, tuple[float, float]]) -> list[str]:
     return lines
 
 
-def findings(table: dict[str, Any], terms: dict[str, tuple[float, float]]) -> list[str]:
-    """What each step did to all-search Rank-1, and why a step that did not help did not."""
+def findings(table: dict[str, Any], diagnosis: dict[str, tuple[float, float]]) -> list[str]:
+    """What each step did to all-search Rank-1, and why a step that did not help did not.
+
+    ``diagnosis`` holds the validation figures (mean, std over seeds): the MER_TERMS sums and
+    ``IR identity`` / ``IR family`` from :func:`ir_family_rank1`."""
     steps, flat = [], set()
     for prev, row in itertools.pairwise(ROWS):
         delta = _r1(table, row.name) - _r1(table, prev.name)
@@ -351,20 +354,20 @@ def findings(table: dict[str, Any], terms: dict[str, tuple[float, float]]) -> li
             f"description alone a query: text Rank-1 {txt_joint:.1f} after joint learning against "
             f"{txt_fusion_only:.1f} without it. That is what the ensemble row builds on.",
         ]
-    gain_t, gain_ir, gain_mer = (terms[k][0] - terms["fusion"][0] for k in list(MER_TERMS)[1:])
+    gain_t, gain_ir, gain_mer = (diagnosis[k][0] - diagnosis["fusion"][0] for k in list(MER_TERMS)[1:])
     text += [
         "",
         "Which of the ensemble's terms helps, on the validation identities (the joint-learning model of "
         "row 3; no test identity is involved):",
         "",
-        *terms_lines(terms),
+        *terms_lines(diagnosis),
         "",
         f"Adding the text query's score to the fusion score changes Rank-1 by {gain_t:+.1f}, adding the IR "
         f"query's by {gain_ir:+.1f}; all three together by {gain_mer:+.1f}.",
     ]
     if "+ ensemble retrieval" in flat:
         test_mer = _r1(table, "+ ensemble retrieval") - _r1(table, "+ joint learning")
-        ident, fam = terms["IR identity"][0], terms["IR family"][0]
+        ident, fam = diagnosis["IR identity"][0], diagnosis["IR family"][0]
         text += [
             "",
             "The ensemble adds the IR query's and the text query's scores to the fusion score with equal "
@@ -473,7 +476,10 @@ def main() -> None:
         )
     table = summarise(per_seed)
     minutes = (time.time() - start) / 60
-    diagnosis = {**summarise_terms(terms), **{f"IR {k}": v for k, v in summarise_terms(families).items()}}
+    diagnosis = {
+        **summarise_figures(terms),
+        **{f"IR {k}": v for k, v in summarise_figures(families).items()},
+    }
     text = markdown(table, diagnosis, args.seeds, cfg, minutes, train_minutes(out, args.seeds))
     print(text)
     (out / "ablation.json").write_text(
