@@ -46,6 +46,31 @@ def test_backbone_shapes_and_separate_stems() -> None:
         net(x, "thermal")
 
 
+def test_batches_of_both_modalities_pass_the_shared_stages_with_the_statistics_inference_uses() -> None:
+    """A training step normalises visible and IR images together in the shared stages' BatchNorm, so
+    the running statistics that inference uses are the ones training normalised with; per-modality
+    passes would leave them fitting neither modality and open a modality gap at test time."""
+    model = TVIFM(_cfg(), num_classes=5)
+    model.set_stage("base")
+    for module in model.backbone.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 1.0  # running statistics := those of the last training batch
+    batch = _batch()
+    batch["ir"] = batch["ir"] * 3.0 + 2.0  # IR statistics far from the visible ones
+    streams = ["visible", "visible_ca", "ir"]
+    trained = model.train().stream_features(batch, streams)
+    with torch.no_grad():
+        inferred = model.eval().stream_features(batch, streams)
+    for name in streams:
+        # a training step divides by the batch's biased variance, the running one is unbiased: a few
+        # percent at this tiny batch; statistics from per-modality passes are off by about half
+        error = (inferred[name] - trained[name].detach()).norm() / trained[name].norm()
+        assert error < 0.1, (name, float(error))
+    x, y = batch["visible"], batch["ir"]
+    together = model.backbone.forward_many([(x, "visible"), (y, "ir")])
+    torch.testing.assert_close(together[1], model.backbone(y, "ir"))  # eval: each image on its own
+
+
 def test_last_stride_one_keeps_a_larger_final_map() -> None:
     x = torch.randn(1, 3, *SIZE)
     shapes = {}

@@ -127,6 +127,20 @@ class TwoStreamResNet(nn.Module):
         self.pool = GeM(gem_p)
 
     def forward(self, x: torch.Tensor, modality: Modality) -> torch.Tensor:
-        if modality not in self.stems:
-            raise ValueError(f"modality must be 'visible' or 'ir', got {modality!r}")
-        return self.pool(self.shared(self.stems[modality](x)))
+        return self.forward_many([(x, modality)])[0]
+
+    def forward_many(self, batches: Sequence[tuple[torch.Tensor, Modality]]) -> list[torch.Tensor]:
+        """Features of several ``(images, modality)`` batches, each through its own stem and then through
+        the shared stages as one batch.
+
+        Training needs the single pass: BatchNorm in the shared stages then normalises every modality with
+        the same batch statistics, the ones its running averages (and so inference) use. Separate passes
+        would let each modality be normalised on its own in training and hide the modality gap that the
+        mixed running statistics then open at test time.
+        """
+        for _, modality in batches:
+            if modality not in self.stems:
+                raise ValueError(f"modality must be 'visible' or 'ir', got {modality!r}")
+        stems = [self.stems[modality](x) for x, modality in batches]
+        out = self.pool(self.shared(torch.cat(stems)))
+        return list(out.split([s.shape[0] for s in stems]))

@@ -21,6 +21,7 @@ from tvifm.models.text import TextEncoder, build_tokenizer
 
 Stage = Literal["base", "joint"]
 STREAMS = ("visible", "visible_ca", "ir", "fusion", "visible_text", "ir_text")
+IMAGE_STREAMS: dict[str, Modality] = {"visible": "visible", "visible_ca": "visible", "ir": "ir"}
 
 
 class TVIFM(nn.Module):
@@ -61,10 +62,15 @@ class TVIFM(nn.Module):
 
     def encode_image(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         """Backbone features (before the BNNeck) of a batch of one modality."""
+        return self.encode_images([(images, modality)])[0]
+
+    def encode_images(self, batches: Sequence[tuple[torch.Tensor, Modality]]) -> list[torch.Tensor]:
+        """Backbone features of several ``(images, modality)`` batches, passed through the shared stages
+        together (see :meth:`TwoStreamResNet.forward_many`)."""
         if self.stage == "joint":
             with torch.no_grad():
-                return self.backbone(images, modality)
-        return self.backbone(images, modality)
+                return self.backbone.forward_many(batches)
+        return self.backbone.forward_many(batches)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Text features (before the BNNeck), projected to the backbone's feature size."""
@@ -84,13 +90,11 @@ class TVIFM(nn.Module):
         if unknown:
             raise ValueError(f"unknown streams {sorted(unknown)}; valid: {', '.join(STREAMS)}")
         feats: dict[str, torch.Tensor] = {}
-        wanted = set(streams)
-        if wanted & {"visible", "visible_ca"}:
-            names = [n for n in ("visible", "visible_ca") if n in wanted]
-            out = self.encode_image(torch.cat([batch[n] for n in names]), "visible")
-            feats.update(zip(names, out.chunk(len(names)), strict=True))
-        if wanted & {"ir", "fusion"}:
-            feats["ir"] = self.encode_image(batch["ir"], "ir")
+        wanted = set(streams) | ({"ir"} if "fusion" in streams else set())
+        images = [(n, m) for n, m in IMAGE_STREAMS.items() if n in wanted]
+        if images:  # one pass through the shared stages (their BatchNorm sees both modalities)
+            out = self.encode_images([(batch[n], modality) for n, modality in images])
+            feats.update(zip([n for n, _ in images], out, strict=True))
         if wanted & {"visible_text", "ir_text", "fusion"}:
             tokens = self.tokenize(list(batch["visible_text"]) + list(batch["ir_text"]))
             feats["visible_text"], feats["ir_text"] = self.encode_text(tokens).chunk(2)
