@@ -181,21 +181,32 @@ def mer_terms(run_dir: Path) -> dict[str, float]:
     return out
 
 
-def ir_family_rank1(run_dir: Path) -> dict[str, float]:
-    """Stage 1's IR queries on the validation identities: all-search Rank-1 (percent) of the identity and
-    of its family (the same ranking scored with every identity replaced by its SynthTri family, whose
-    members share every captioned attribute). Family minus identity is how often the top match is a
-    relative; 100 minus family, how often it is a stranger."""
+# one camera's images as queries against every image of another camera, validation identities
+WITHIN = {"IR to IR": (3, 6), "visible to visible": (1, 2), "IR to visible": (3, 1)}
+
+
+def stage1_figures(run_dir: Path) -> dict[str, float]:
+    """Stage 1's retrieval on the validation identities, from one embedding of their images (percent).
+
+    ``IR identity`` and ``IR family``: all-search Rank-1 of the IR queries, scored by identity and by
+    SynthTri family (the same ranking with every identity replaced by its family, whose members share
+    every captioned attribute). Family minus identity is how often the top match is a relative; 100
+    minus family, how often it is a stranger.
+
+    One entry per camera pair of WITHIN: Rank-1 of one camera's images against every image of the
+    other. The pairs have the same shape, so within-modality and cross-modality figures compare
+    directly: their difference is what crossing the modality costs, apart from what IR cannot see."""
     from dataclasses import replace
 
     from tvifm.captioning.quality import read_truth
+    from tvifm.data.base import EvalSet
     from tvifm.engine.inference import gallery_embeddings
     from tvifm.eval import evaluate_sets
 
-    model, cfg, _, sets = _validation_run(run_dir)
-    family = {pid: attrs["family"] for pid, attrs in read_truth(cfg.data.root).items()}
-    samples = list(dict.fromkeys(s for es in sets for s in (*es.query, *es.gallery)))
+    model, cfg, splits, sets = _validation_run(run_dir)
+    samples = [*splits.val_visible, *splits.val_ir]
     feats = dict(zip(samples, gallery_embeddings(model, samples, cfg.data.image_size).numpy(), strict=True))
+    family = {pid: attrs["family"] for pid, attrs in read_truth(cfg.data.root).items()}
 
     def fam(sample: Any) -> Any:
         return replace(sample, pid=family[sample.pid])
@@ -204,29 +215,10 @@ def ir_family_rank1(run_dir: Path) -> dict[str, float]:
         replace(es, query=[fam(s) for s in es.query], gallery=[fam(s) for s in es.gallery]) for es in sets
     ]
     fam_feats = {fam(s): f for s, f in feats.items()}
-    ident = evaluate_sets(sets, feats, feats, "cosine").cmc[0]
-    relatives = evaluate_sets(fam_sets, fam_feats, fam_feats, "cosine").cmc[0]
-    return {"identity": 100 * float(ident), "family": 100 * float(relatives)}
-
-
-# one camera's images as queries against every image of another camera, validation identities
-WITHIN = {"IR to IR": (3, 6), "visible to visible": (1, 2), "IR to visible": (3, 1)}
-
-
-def camera_pair_rank1(run_dir: Path) -> dict[str, float]:
-    """Stage 1's Rank-1 (percent) for each camera pair of WITHIN on the validation identities.
-
-    The pairs have the same shape (queries from one camera, every image of the other in the gallery), so
-    within-modality and cross-modality figures compare directly: their difference is what crossing the
-    modality costs, apart from what IR cannot see at all."""
-    from tvifm.data.base import EvalSet
-    from tvifm.engine.inference import gallery_embeddings
-    from tvifm.eval import evaluate_sets
-
-    model, cfg, splits, _ = _validation_run(run_dir)
-    samples = [*splits.val_visible, *splits.val_ir]
-    feats = dict(zip(samples, gallery_embeddings(model, samples, cfg.data.image_size).numpy(), strict=True))
-    out = {}
+    out = {
+        "IR identity": 100 * float(evaluate_sets(sets, feats, feats, "cosine").cmc[0]),
+        "IR family": 100 * float(evaluate_sets(fam_sets, fam_feats, fam_feats, "cosine").cmc[0]),
+    }
     for name, (query_cam, gallery_cam) in WITHIN.items():
         query = [s for s in samples if s.cam == query_cam]
         pair = EvalSet(name, "regdb", query, [s for s in samples if s.cam == gallery_cam])
@@ -361,8 +353,7 @@ def findings(table: dict[str, Any], diagnosis: dict[str, tuple[float, float]]) -
     """What each step did to all-search Rank-1, and why a step that did not help did not.
 
     ``diagnosis`` holds the validation figures (mean, std over seeds): the MER_TERMS sums and
-    ``IR identity`` / ``IR family`` from :func:`ir_family_rank1`, the camera pairs of WITHIN and the
-    stage-2 gains of :func:`late_gains`."""
+    figures of :func:`stage1_figures` and the stage-2 gains of :func:`late_gains`."""
     steps, flat = [], set()
     for prev, row in itertools.pairwise(ROWS):
         delta = _r1(table, row.name) - _r1(table, prev.name)
@@ -549,8 +540,7 @@ def main() -> None:
         results = evaluate_rows(runs)
         per_seed.append(results)
         terms.append(mer_terms(runs["joint"]))
-        family = {f"IR {k}": v for k, v in ir_family_rank1(runs["base"]).items()}
-        figures.append({**family, **camera_pair_rank1(runs["base"]), **late_gains(runs)})
+        figures.append({**stage1_figures(runs["base"]), **late_gains(runs)})
         for row in ROWS:
             cmcs[row.name].append(results[row.name]["all-single"]["cmc"])
         print(

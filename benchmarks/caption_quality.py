@@ -28,12 +28,15 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from docs_section import write_section  # noqa: E402
+
+if TYPE_CHECKING:
+    from tvifm.data.base import DatasetSplits, Sample
 
 SECTION = "Caption quality"
 SPLIT_NAMES = {"test": "test split", "val": "held-out validation identities"}
@@ -60,7 +63,7 @@ def _caption_split(captioner_dir: str, samples: list, batch: int = 32) -> dict[s
     return out
 
 
-def split_images(splits: Any, split: str) -> tuple[list, list]:
+def split_images(splits: DatasetSplits, split: str) -> tuple[list[Sample], list[Sample]]:
     """The visible and IR images of ``split``: ``test`` identities or ``val`` (held-out training ids)."""
     if split == "val":
         return list(splits.val_visible), list(splits.val_ir)
