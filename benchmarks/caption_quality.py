@@ -12,12 +12,13 @@ the page is left intact).
 Usage::
 
     python benchmarks/caption_quality.py [--root DIR] [--ids 240] [--work DIR] [--split {test,val}]
-        [key=value ...] [--no-docs]
+        [--modalities {visible,ir} ...] [key=value ...] [--no-docs]
 
 ``key=value`` overrides go to the config (``caption.steps=600`` ...). Generating SynthTri and training
 take a few minutes on two CPU cores. ``--split val`` scores held-out training identities instead of
 the test split, to compare captioner settings without looking at the test set (the JSON is then
 ``caption_quality-val.json`` and the docs are left alone); each setting wants its own ``--work``.
+``--modalities visible`` trains and scores only the RGB captioner (half the time, for colour settings).
 """
 
 from __future__ import annotations
@@ -73,8 +74,11 @@ def split_images(splits: DatasetSplits, split: str) -> tuple[list[Sample], list[
     raise ValueError(f"unknown split {split!r}; choose 'val' or 'test'")
 
 
-def evaluate(root: Path, captioner_dir: Path, split: str = "test") -> dict[str, object]:
-    """Score both captioners (and the ground truth) on ``split`` of the SynthTri at ``root``.
+def evaluate(
+    root: Path, captioner_dir: Path, split: str = "test", modalities: tuple[str, ...] = ("visible", "ir")
+) -> dict[str, object]:
+    """Score the captioners of ``modalities`` (and the ground truth) on ``split`` of the SynthTri at
+    ``root``; a captioner not scored is ``None`` in the result.
 
     ``val`` holds training-side identities the captioners never saw: compare captioner settings there,
     and report the chosen one on ``test``."""
@@ -85,14 +89,14 @@ def evaluate(root: Path, captioner_dir: Path, split: str = "test") -> dict[str, 
     splits = load_dataset("synth", root)
     truth = read_truth(root)
     visible, ir = split_images(splits, split)
-    rgb_caps = _caption_split(str(captioner_dir / "rgb"), visible)
-    ir_caps = _caption_split(str(captioner_dir / "ir"), ir)
+    rgb_caps = _caption_split(str(captioner_dir / "rgb"), visible) if "visible" in modalities else {}
+    ir_caps = _caption_split(str(captioner_dir / "ir"), ir) if "ir" in modalities else {}
     text = load_text_for(splits)
     gt = {s.rel: text.caption(s).description for s in visible if text.caption(s)}
     return {
         "majority": majority_baseline(visible, truth),
-        "rgb": score_captions(rgb_caps, truth).to_dict(),
-        "ir": score_captions(ir_caps, truth, SHAPE_ATTRIBUTES).to_dict(),
+        "rgb": score_captions(rgb_caps, truth).to_dict() if rgb_caps else None,
+        "ir": score_captions(ir_caps, truth, SHAPE_ATTRIBUTES).to_dict() if ir_caps else None,
         "ground_truth_rgb": score_captions(gt, truth).to_dict(),
         "examples": {"rgb": list(rgb_caps.items())[:3], "ir": list(ir_caps.items())[:3]},
         "split": split,
@@ -112,15 +116,26 @@ def majority_baseline(samples: list, truth: dict[int, dict]) -> dict[str, float]
     return out
 
 
+def _cell(scores: dict | None, key: str, name: str | None = None, missing: str = "n/a") -> str:
+    """One table cell: ``scores[key]`` (or ``scores[key][name]``), or why there is none."""
+    if scores is None:
+        return "not trained"
+    value = scores[key] if name is None else scores[key].get(name)
+    return missing if value is None else f"{value:.3f}"
+
+
 def markdown(result: dict, train: list[dict], ids: int) -> str:
-    """The results as a Markdown section body."""
+    """The results as a Markdown section body (a captioner left out by ``--modalities`` shows as such)."""
     from tvifm.captioning.quality import COLOUR_ATTRIBUTES, SHAPE_ATTRIBUTES
 
     rgb, ir, gt = result["rgb"], result["ir"], result["ground_truth_rgb"]
+    counts = [
+        f"{scores['captions']} {what} images" for scores, what in ((rgb, "visible"), (ir, "IR")) if scores
+    ]
     lines = [
         f"`python benchmarks/caption_quality.py` - SynthTri {ids} identities (96x48), tiny BLIP captioners "
         f"trained from scratch on the training split, scored on the {SPLIT_NAMES[result['split']]} "
-        f"({rgb['captions']} visible, {ir['captions']} IR images); {platform.machine()}, 2 CPU cores.",
+        f"({', '.join(counts)}); {platform.machine()}, 2 CPU cores.",
         "",
         "| captioner | pairs | steps | train time | final loss |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -136,20 +151,20 @@ def markdown(result: dict, train: list[dict], ids: int) -> str:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name in (*COLOUR_ATTRIBUTES, *SHAPE_ATTRIBUTES):
-        ir_cell = f"{ir['accuracy'][name]:.3f}" if name in ir["accuracy"] else "n/a (no colours)"
         lines.append(
-            f"| {name} | {rgb['accuracy'].get(name, 0):.3f} | {ir_cell} | {base[name]:.3f} | "
+            f"| {name} | {_cell(rgb, 'accuracy', name, '0.000')} | "
+            f"{_cell(ir, 'accuracy', name, 'n/a (no colours)')} | {base[name]:.3f} | "
             f"{gt['accuracy'].get(name, 0):.3f} |"
         )
     colour_base = sum(base[n] for n in COLOUR_ATTRIBUTES) / len(COLOUR_ATTRIBUTES)
     shape_base = sum(base[n] for n in SHAPE_ATTRIBUTES) / len(SHAPE_ATTRIBUTES)
     lines += [
-        f"| **mean colour accuracy** | **{rgb['colour_accuracy']:.3f}** | n/a | {colour_base:.3f} | "
+        f"| **mean colour accuracy** | **{_cell(rgb, 'colour_accuracy')}** | n/a | {colour_base:.3f} | "
         f"{gt['colour_accuracy']:.3f} |",
-        f"| **mean shape accuracy** | **{rgb['shape_accuracy']:.3f}** | **{ir['shape_accuracy']:.3f}** | "
-        f"{shape_base:.3f} | {gt['shape_accuracy']:.3f} |",
-        f"| **colour-word rate** | {rgb['colour_word_rate']:.3f} | **{ir['colour_word_rate']:.3f}** | - | "
-        f"{gt['colour_word_rate']:.3f} |",
+        f"| **mean shape accuracy** | **{_cell(rgb, 'shape_accuracy')}** | "
+        f"**{_cell(ir, 'shape_accuracy')}** | {shape_base:.3f} | {gt['shape_accuracy']:.3f} |",
+        f"| **colour-word rate** | {_cell(rgb, 'colour_word_rate')} | "
+        f"**{_cell(ir, 'colour_word_rate')}** | - | {gt['colour_word_rate']:.3f} |",
         "",
         f"Example captions ({result['split']} images):",
         "",
@@ -169,9 +184,17 @@ def main(argv: list[str] | None = None) -> int:
         "--split", choices=("val", "test"), default="test",
         help="score on the test split (the report) or on held-out training ids (to compare settings)",
     )  # fmt: skip
+    parser.add_argument(
+        "--modalities", nargs="+", choices=("visible", "ir"), default=["visible", "ir"],
+        help="captioners to train and score (the docs table needs both)",
+    )  # fmt: skip
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
+    modalities = tuple(dict.fromkeys(args.modalities))
+    writes_docs = not args.no_docs and args.split == "test"
+    if writes_docs and len(modalities) < 2:
+        parser.error("the docs table scores both captioners: add --no-docs or --split val to train only one")
     from tvifm.captioning.entry import finetune_captioners
 
     work = Path(args.work)
@@ -179,15 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     _generate(root, args.ids)
     captioners = work / "captioners"
     started = time.perf_counter()
-    train = finetune_captioners(str(root), "tiny", [*args.overrides, f"caption.captioner_dir={captioners}"])
-    result = evaluate(root, captioners, args.split)
+    overrides = [*args.overrides, f"caption.captioner_dir={captioners}"]
+    train = finetune_captioners(str(root), "tiny", overrides, modalities)
+    result = evaluate(root, captioners, args.split, modalities)
     result["train"] = train
     result["seconds"] = time.perf_counter() - started
     name = "caption_quality.json" if args.split == "test" else f"caption_quality-{args.split}.json"
     (work / name).write_text(json.dumps(result, indent=2))
     body = markdown(result, train, args.ids)
     print(body)
-    if not args.no_docs and args.split == "test":
+    if writes_docs:
         write_section(REPO / "docs" / "captioning.md", SECTION, body)
     return 0
 
