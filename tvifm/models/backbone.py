@@ -130,17 +130,25 @@ class TwoStreamResNet(nn.Module):
         return self.forward_many([(x, modality)])[0]
 
     def forward_many(self, batches: Sequence[tuple[torch.Tensor, Modality]]) -> list[torch.Tensor]:
-        """Features of several ``(images, modality)`` batches, each through its own stem and then through
-        the shared stages as one batch.
+        """Features of several ``(images, modality)`` batches, in the order given: all batches of one
+        modality go through its stem together, then every batch through the shared stages as one batch.
 
-        Training needs the single pass: BatchNorm in the shared stages then normalises every modality with
-        the same batch statistics, the ones its running averages (and so inference) use. Separate passes
-        would let each modality be normalised on its own in training and hide the modality gap that the
-        mixed running statistics then open at test time.
+        Training needs the single passes: BatchNorm then normalises with the statistics of everything
+        that reaches it, the ones its running averages (and so inference) see. Separate passes would
+        normalise each batch on its own in training, e.g. the visible and the channel-augmented visible
+        images in the visible stem, or each modality in the shared stages, which hides the modality gap
+        that the mixed running statistics then open at test time.
         """
-        for _, modality in batches:
+        modalities = list(dict.fromkeys(m for _, m in batches))
+        for modality in modalities:  # before any BatchNorm statistics move
             if modality not in self.stems:
                 raise ValueError(f"modality must be 'visible' or 'ir', got {modality!r}")
-        stems = [self.stems[modality](x) for x, modality in batches]
-        out = self.pool(self.shared(torch.cat(stems)))
-        return list(out.split([s.shape[0] for s in stems]))
+        stems: list[torch.Tensor | None] = [None] * len(batches)
+        for modality in modalities:
+            index = [i for i, (_, m) in enumerate(batches) if m == modality]
+            out = self.stems[modality](torch.cat([batches[i][0] for i in index]))
+            for i, part in zip(index, out.split([batches[i][0].shape[0] for i in index]), strict=True):
+                stems[i] = part
+        ready = [s for s in stems if s is not None]
+        out = self.pool(self.shared(torch.cat(ready)))
+        return list(out.split([s.shape[0] for s in ready]))
