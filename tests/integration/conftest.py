@@ -8,8 +8,9 @@ tiny fine-tuned captioners.
   starts after ``s3_endpoint`` so Ray's workers inherit the S3 environment.
 * ``synth_small`` (session, read-only): SynthTri with 12 identities, 2 images per camera, 64x32.
   ``synth_copy``: a private copy of it that a test may modify.
-* ``tiny_captioners`` (session): RGB and IR tiny BLIP captioners fine-tuned for a few steps on
-  ``synth_small`` (mechanics only, not quality), as ``{"visible": dir, "ir": dir}``;
+* ``tiny_captioners`` (session): RGB and IR tiny BLIP captioners fine-tuned for 40 steps on
+  ``synth_small`` (mechanics, not quality: enough that every caption has words, which the job requires),
+  as ``{"visible": dir, "ir": dir}``;
   ``tiny_captioner_overrides``: the ``caption.*`` overrides of that very small BLIP;
   ``caption_job_overrides(*extra)``: overrides pointing the captioning job at ``tiny_captioners``.
 * ``kill_session(sid)``: kill what is left of a process session the test started (a killed job's Ray).
@@ -39,7 +40,7 @@ TINY_CAPTIONER = (
     "caption.heads=2",
     "caption.vocab_size=150",
     "caption.max_length=40",
-    "caption.steps=3",
+    "caption.steps=40",  # a few steps only give garbage, at times no word at all (a skipped image)
     "caption.batch_size=8",
     "caption.threads=1",
 )
@@ -121,7 +122,7 @@ def synth_copy(synth_small: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_captioners(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Tiny RGB and IR captioners fine-tuned for a few steps on :func:`synth_small`."""
+    """Tiny RGB and IR captioners fine-tuned for 40 steps on :func:`synth_small`."""
     from tvifm.captioning.entry import finetune_captioners
 
     out = tmp_path_factory.mktemp("captioners")
@@ -131,7 +132,7 @@ def tiny_captioners(synth_small: Path, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="session")
 def tiny_captioner_overrides() -> list[str]:
-    """``caption.*`` overrides of a very small BLIP trained for a few steps (fast mechanics tests)."""
+    """``caption.*`` overrides of a very small BLIP trained for 40 steps (fast mechanics tests)."""
     return list(TINY_CAPTIONER)
 
 

@@ -111,6 +111,28 @@ def test_saved_captioner_reloads_with_from_pretrained(trained: tuple, tmp_path: 
     assert reloaded.meta["modality"] == "visible" and reloaded.max_length == TINY["max_length"]
 
 
+def test_a_captioner_that_would_end_at_once_still_says_something(trained: tuple) -> None:
+    import copy
+
+    import torch
+
+    captioner, pairs = trained
+    eager = copy.deepcopy(captioner)
+    tok = eager.processor.tokenizer
+    bias = eager.model.text_decoder.cls.predictions.decoder.bias
+    with torch.no_grad():  # the end of caption first, then the silent special tokens, then words
+        bias[tok.sep_token_id] += 1000.0
+        bias[[tok.unk_token_id, tok.pad_token_id, tok.mask_token_id]] += 500.0
+    images = [Image.open(p.path).convert("RGB") for p in pairs]
+    pixels = eager.pixel_values(images)
+
+    plain = eager.model.generate(pixel_values=pixels, max_length=eager.max_length)
+    assert eager.processor.batch_decode(plain, skip_special_tokens=True) == [""] * len(images)
+    texts = eager.caption(images)
+    ids = eager.generate_ids(pixels)
+    assert all(texts) and not set(ids[:, 1:].flatten().tolist()) & set(eager.silent_token_ids())
+
+
 def test_load_captioner_explains_a_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="fine-tun"):
         load_captioner(tmp_path / "nothing-here")
@@ -244,24 +266,26 @@ def test_modality_of_follows_each_dataset_layout() -> None:
 def test_parts_keep_one_row_per_image_and_report_only_never_captioned(tmp_path: Path) -> None:
     import pyarrow as pa
 
-    from tvifm.captioning.job import COLUMNS, collect, done_set, part_name, table_bytes
+    from tvifm.captioning.job import COLUMNS, NO_TEXT, collect, done_set, part_name, table_bytes
     from tvifm.data import storage
 
     def part(rows: list[tuple[str, str, str]]) -> None:
         cols = {name: [] for name in COLUMNS}
         for rel, status, text in rows:
-            for name, value in zip(COLUMNS, (rel, "visible", text, text + "!", status, "bad"), strict=True):
+            reason = "" if status == "ok" else "bad"
+            for name, value in zip(COLUMNS, (rel, "visible", text, text + "!", status, reason), strict=True):
                 cols[name].append(value)
         parts = tmp_path / "parts" / "visible"
         storage.write_bytes(parts / part_name(r[0] for r in rows), table_bytes(pa.table(cols)))
 
     part([("a.jpg", "ok", "a man"), ("b.jpg", "skipped", "")])
     part([("b.jpg", "ok", "a lady"), ("c.jpg", "skipped", "")])
+    part([("d.jpg", "ok", "")])  # an earlier version wrote empty generations as results
     assert part_name(["x", "y"]) == part_name(["y", "x"]) != part_name(["x"])
     assert done_set(str(tmp_path), "visible") == {"a.jpg", "b.jpg"}
     captions, skipped = collect(str(tmp_path), "visible")
     assert list(captions) == ["a.jpg", "b.jpg"] and captions["b.jpg"] == Caption("a lady", "a lady!")
-    assert skipped.items == [("c.jpg", "bad")]
+    assert skipped.items == [("c.jpg", "bad"), ("d.jpg", NO_TEXT)]
 
 
 def test_caption_write_stage_writes_one_part_per_call_in_small_forward_passes(
@@ -308,6 +332,49 @@ def test_caption_write_stage_writes_one_part_per_call_in_small_forward_passes(
     expected = [p.text for p in pairs]
     assert [r["description"] for r in rows if r["status"] == "ok"] == expected
     assert all(r["aug_description"] for r in rows if r["status"] == "ok")
+
+
+def test_a_caption_without_words_is_skipped_and_reported_never_written_or_augmented(
+    trained: tuple, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    from tvifm.captioning.job import NO_TEXT, ONLY_COLOURS, CaptionWriteStage
+
+    captioner, pairs = trained
+    captioner.save(tmp_path / "ir", {"modality": "ir"})
+    stage = CaptionWriteStage(
+        caption={"checkpoint": str(tmp_path / "ir"), "modality": "ir", "threads": 1,
+                 "filter_colours": True, "endpoint": None},
+        augment={"kind": "rule", "options": {"seed": 0}, "parts_dir": str(tmp_path / "parts"),
+                 "endpoint": None},
+    )  # fmt: skip
+    generated = ["", " . ", "red and blue", "a man in a red shirt"]
+    augmented: list[list[str]] = []
+    stage.caption.captioner.caption = lambda images: generated[: len(images)]  # type: ignore[method-assign]
+    augment_fn = stage.write.augmenter.augment
+
+    def augment(texts: list[str], modality: str) -> list[str]:
+        augmented.append(texts)
+        return augment_fn(texts, modality)
+
+    stage.write.augmenter.augment = augment  # type: ignore[method-assign]
+    rels = [f"cam3/0001/{i:04d}.png" for i in range(4)]
+
+    summary = stage({"rel": rels, "modality": ["ir"] * 4, "uri": [p.path for p in pairs[:4]]})
+
+    assert summary["rows"] == [4] and summary["ok"] == [1]
+    (part,) = (tmp_path / "parts").glob("*.parquet")
+    rows = pq.read_table(part).to_pylist()
+    assert [(r["status"], r["reason"]) for r in rows] == [
+        ("skipped", NO_TEXT),
+        ("skipped", NO_TEXT),
+        ("skipped", ONLY_COLOURS),
+        ("ok", ""),
+    ]
+    assert [r["description"] for r in rows] == ["", "", "", "a man in a shirt"]
+    assert augmented == [["a man in a shirt"]]  # the augmenter only sees real captions
+    assert all(not r["aug_description"] for r in rows[:3]) and rows[3]["aug_description"]
 
 
 def test_job_timing_starts_the_steady_rate_once_every_actor_has_written_a_part() -> None:

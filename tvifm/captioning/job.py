@@ -59,6 +59,10 @@ CAPTIONS = "captions.parquet"
 REPORT = "report.json"
 COLUMNS = ("rel", "modality", "description", "aug_description", "status", "reason")
 OK, SKIPPED = "ok", "skipped"
+NO_TEXT = "the captioner generated no words for this image; the row is retried on the next run"
+ONLY_COLOURS = (
+    "the IR caption named only colours, which the colour filter removed; the row is retried on the next run"
+)
 SYSU_CAMS: dict[int, Modality] = {1: "visible", 2: "visible", 4: "visible", 5: "visible", 3: "ir", 6: "ir"}
 
 
@@ -169,8 +173,6 @@ class CaptionStage:
         The images go through the captioner ``batch_size`` at a time, so a call (and the part it
         becomes) can hold many more images than one forward pass.
         """
-        from tvifm.text.colour import strip_colours
-
         rels, uris = [str(r) for r in batch["rel"]], [str(u) for u in batch["uri"]]
         by_index: dict[int, str] = {}
         reasons: list[str] = []  # why each image could not be read ("" if it was); images are not kept
@@ -182,12 +184,29 @@ class CaptionStage:
             reasons.extend(reason for _, reason in chunk)
         out: dict[str, list[str]] = {name: [] for name in COLUMNS}
         for i, rel in enumerate(rels):
-            text = by_index.get(i, "")
-            if self.filter_colours:
-                text = strip_colours(text)
-            ok = i in by_index
-            _append(out, rel, self.modality, text, "", OK if ok else SKIPPED, "" if ok else reasons[i])
+            text, reason = self._checked(by_index[i]) if i in by_index else ("", reasons[i])
+            _append(out, rel, self.modality, text, "", SKIPPED if reason else OK, reason)
         return out
+
+    def _checked(self, text: str) -> tuple[str, str]:
+        """``(caption, "")`` to keep, or ``("", why)`` when the captioner said nothing usable.
+
+        A caption without a word (an empty generation, or an IR caption of colours only) is never
+        written as a result: the row is skipped, reported, and retried by the next run."""
+        from tvifm.text.colour import strip_colours
+
+        if not has_words(text):
+            return "", NO_TEXT
+        if self.filter_colours:
+            text = strip_colours(text)
+            if not has_words(text):
+                return "", ONLY_COLOURS
+        return text, ""
+
+
+def has_words(text: str) -> bool:
+    """Whether ``text`` holds at least one letter or digit (not empty, not punctuation alone)."""
+    return any(ch.isalnum() for ch in text)
 
 
 def _append(out: dict[str, list[str]], *values: str) -> None:
@@ -357,15 +376,19 @@ def _rows_table(rows: list[dict[str, str]]) -> pa.Table:
 
 
 def done_set(out: str, modality: str, endpoint: str | None = None) -> set[str]:
-    """Images of ``modality`` that already have an ``ok`` row in a Parquet part under ``out``."""
+    """Images of ``modality`` that already have a caption (an ``ok`` row with words) in a Parquet part
+    under ``out``."""
     done: set[str] = set()
     for table in _part_tables(out, modality, endpoint):
-        for rel, status in zip(
-            table.column("rel").to_pylist(), table.column("status").to_pylist(), strict=True
-        ):
-            if status == OK:
-                done.add(rel)
+        for row in table.select(["rel", "status", "description"]).to_pylist():
+            if _captioned(row):
+                done.add(row["rel"])
     return done
+
+
+def _captioned(row: dict[str, Any]) -> bool:
+    """An ``ok`` part row with a caption (parts of earlier versions may hold ``ok`` rows without one)."""
+    return row["status"] == OK and has_words(row["description"])
 
 
 def _part_tables(out: str, modality: str, endpoint: str | None) -> list[pa.Table]:
@@ -492,10 +515,10 @@ def collect(out: str, modality: str, endpoint: str | None = None) -> tuple[dict[
     reasons: dict[str, str] = {}
     for table in _part_tables(out, modality, endpoint):
         for row in table.to_pylist():
-            if row["status"] == OK:
+            if _captioned(row):
                 captions[row["rel"]] = Caption(row["description"], row["aug_description"] or None)
             else:
-                reasons[row["rel"]] = row["reason"]
+                reasons[row["rel"]] = row["reason"] or NO_TEXT
     report = SkipReport()
     for rel in sorted(set(reasons) - set(captions)):
         report.add(rel, reasons[rel])

@@ -56,7 +56,10 @@ class Captioner:
         return self.processor(images=list(images), return_tensors="pt")["pixel_values"]
 
     def generate_ids(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Token ids generated for a pixel batch (greedy or beam search, ``max_length`` tokens)."""
+        """Token ids generated for a pixel batch (greedy or beam search, ``max_length`` tokens).
+
+        Generation cannot end before its first token, and never picks a special token that decoding
+        would drop ([PAD], [UNK], [CLS], [MASK], the decoder start), so a caption is never empty."""
         import torch
 
         self.model.eval()
@@ -64,9 +67,17 @@ class Captioner:
             return self.model.generate(
                 pixel_values=pixel_values.to(self.device),
                 max_length=self.max_length,
+                min_new_tokens=1,
+                suppress_tokens=self.silent_token_ids(),
                 num_beams=self.num_beams,
                 do_sample=False,
             )
+
+    def silent_token_ids(self) -> list[int]:
+        """Ids of the tokenizer's special tokens other than the end of caption ([SEP])."""
+        tok = self.processor.tokenizer
+        ids = {tok.convert_tokens_to_ids(t) for t in tok.all_special_tokens} | {tok.bos_token_id}
+        return sorted(i for i in ids if i is not None and i != tok.sep_token_id)
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
         """One caption per image, decoded without special tokens."""
