@@ -143,12 +143,10 @@ class TwoStreamResNet(nn.Module):
         for modality in modalities:  # before any BatchNorm statistics move
             if modality not in self.stems:
                 raise ValueError(f"modality must be 'visible' or 'ir', got {modality!r}")
-        stems: list[torch.Tensor | None] = [None] * len(batches)
+        stems: dict[int, torch.Tensor] = {}  # stem output of each batch, by its position
         for modality in modalities:
             index = [i for i, (_, m) in enumerate(batches) if m == modality]
             out = self.stems[modality](torch.cat([batches[i][0] for i in index]))
-            for i, part in zip(index, out.split([batches[i][0].shape[0] for i in index]), strict=True):
-                stems[i] = part
-        ready = [s for s in stems if s is not None]
-        out = self.pool(self.shared(torch.cat(ready)))
-        return list(out.split([s.shape[0] for s in ready]))
+            stems.update(zip(index, out.split([batches[i][0].shape[0] for i in index]), strict=True))
+        out = self.pool(self.shared(torch.cat([stems[i] for i in range(len(batches))])))
+        return list(out.split([images.shape[0] for images, _ in batches]))
