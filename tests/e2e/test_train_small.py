@@ -72,6 +72,9 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_matches_an_uninterrupte
 
     with pytest.raises(CheckpointError, match="different config"):
         train(tiny_cfg("base.epochs=3", "base.lr=0.1"), "base", tmp_path / "resumed", progress=False)
+    # stage 2's settings are not stage 1's: the finished run is reused as it is
+    reused = train(tiny_cfg("base.epochs=3", "joint.lr=0.1"), "base", tmp_path / "resumed", progress=False)
+    assert [h.epoch for h in reused.history] == [0, 1, 2] and reused.best_epoch == straight.best_epoch
 
 
 def test_cli_train_and_evaluate_json(tiny_cfg, small_synth, tmp_path, capsys) -> None:

@@ -330,7 +330,7 @@ class Trainer:
         if not (last / "trainer.json").is_file():
             return 0, None, []
         saved = read_saved_config(self.run_dir)
-        if to_dict(saved) != to_dict(self.cfg):
+        if stage_settings(saved, self.stage) != stage_settings(self.cfg, self.stage):
             raise ckpt.CheckpointError(
                 f"{self.run_dir} holds a run with a different config; resume with the same config "
                 "or choose a new --out directory"
@@ -343,6 +343,13 @@ class Trainer:
         best_t = (tuple(best["score"]), best["epoch"], best["val"]) if best else None
         self.resumes = [*state.get("resumes", []), state["epoch"] + 1]
         return state["epoch"] + 1, best_t, history
+
+
+def stage_settings(cfg: Config, stage: str) -> dict[str, Any]:
+    """The settings a ``stage`` run depends on: the whole config but the other stage's section, so a
+    finished stage-1 run is reused when only ``joint.*`` changed (and a stage-2 run when ``base.*``)."""
+    other = "joint" if stage == "base" else "base"
+    return {key: value for key, value in to_dict(cfg).items() if key != other}
 
 
 def _best_json(best: tuple | None) -> dict[str, Any] | None:
