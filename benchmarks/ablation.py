@@ -249,11 +249,11 @@ def stage1_figures(run_dir: Path) -> dict[str, float]:
 def stream_choice(runs: dict[str, Path]) -> dict[str, float]:
     """Validation all-search Rank-1 (percent) of each STREAM_CHOICE training at its selected checkpoint
     (the epoch checkpoint selection keeps), per query mode of CHOICE_MODES."""
-    from tvifm.engine.checkpoint import META_FILE
+    from tvifm.engine import checkpoint as ckpt
 
     out = {}
     for label, key in STREAM_CHOICE.items():
-        best = json.loads((runs[key] / META_FILE).read_text())["best_val"]
+        best = ckpt.read_json(runs[key] / ckpt.META_FILE)["best_val"]
         out.update({f"{label} / {mode}": 100 * best[mode]["rank1"] for mode in CHOICE_MODES})
     return out
 

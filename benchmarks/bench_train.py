@@ -124,9 +124,10 @@ def main() -> None:
             rows.append(run_child(preset, stage, steps))
             print(json.dumps(rows[-1]), flush=True)
     body = (
-        "`python benchmarks/bench_train.py` runs the real training step (all streams, CE + WRT, backward,\n"
-        "Adam) of each preset on one PK batch of random images at the preset's input size, each in its own\n"
-        "process (peak RSS is the process's own). Images/s counts the images through the backbone.\n\n"
+        "`python benchmarks/bench_train.py` runs the real training step (the preset's streams, CE + WRT,\n"
+        "backward, Adam) of each preset on one PK batch of random images at the preset's input size,\n"
+        "each in its own process (peak RSS is the process's own). Images/s counts the images through\n"
+        "the backbone.\n\n"
         f"Machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}, {rows[0]['threads']} threads, {date.today().isoformat()}.\n\n"
         f"{table(rows)}\n"
