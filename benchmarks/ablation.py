@@ -354,6 +354,7 @@ def markdown(
     cfg: Config,
     minutes: float,
     trained: dict[int, float],
+    novelty: dict[str, dict[str, float]] | None = None,
 ) -> str:
     head = (
         "| row | "
@@ -402,7 +403,7 @@ def markdown(
             "",
             *reference_lines(table),
             "",
-            *findings(table, diagnosis),
+            *findings(table, diagnosis, novelty),
             "",
             f"Training the {len(seeds)} seeds took {sum(trained.values()):.0f} min on {os.cpu_count()} CPU "
             f"cores ({', '.join(f'seed {s}: {m:.0f}' for s, m in trained.items())} min, wall clock: a "
@@ -446,11 +447,16 @@ def terms_lines(terms: dict[str, tuple[float, float]]) -> list[str]:
     return lines
 
 
-def findings(table: dict[str, Any], diagnosis: dict[str, tuple[float, float]]) -> list[str]:
+def findings(
+    table: dict[str, Any],
+    diagnosis: dict[str, tuple[float, float]],
+    novelty: dict[str, dict[str, float]] | None = None,
+) -> list[str]:
     """What each step did to all-search Rank-1, and why a step that did not help did not.
 
     ``diagnosis`` holds the validation figures (mean, std over seeds): the MER_TERMS sums and
-    figures of :func:`stage1_figures` and the stage-2 gains of :func:`late_gains`."""
+    figures of :func:`stage1_figures` and the stage-2 gains of :func:`late_gains`; ``novelty`` the
+    :func:`rephrasing_figures`."""
     steps, flat = [], set()
     for prev, row in itertools.pairwise(ROWS):
         delta = _r1(table, row.name) - _r1(table, prev.name)
@@ -533,13 +539,80 @@ def findings(table: dict[str, Any], diagnosis: dict[str, tuple[float, float]]) -
         *STAGE1_TRIED,
     ]
     if "+ text augmentation" in flat:
-        text += [
-            "",
-            "Text augmentation: rule-based rephrasing keeps every attribute of a noisy caption, including "
-            "its mistakes, so it adds wording variety but no robustness to what the captioner got wrong; an "
-            "LLM augmenter (caption.augmenter=llm) is the paper's setting.",
-        ]
+        text += ["", *text_aug_lines(novelty or {})]
     return text
+
+
+SYNTH_NOVELTY = "SynthTri, rule-based rephrasing (this table)"
+REAL_NOVELTY = "Tri-RegDB, LLM rephrasing (published)"
+TRI_REGDB = ROOT.parent / "shared" / "data" / "tri-captions" / "regdb" / "Text" / "Blip_RGB"
+
+
+def rephrasing_figures(cfg: Config) -> dict[str, dict[str, float]]:
+    """:func:`~tvifm.text.augment.rephrasing_novelty` of the visible training captions of this table's
+    SynthTri (rule-based rephrasings) and, when ``../shared`` is beside the repository, of the published
+    Tri-RegDB captions (the paper's LLM rephrasings)."""
+    from collections import defaultdict
+
+    from tvifm.data.registry import load_dataset
+    from tvifm.data.sidecars import load_text_for, read_caption_file
+    from tvifm.text.augment import rephrasing_novelty
+
+    splits = load_dataset(cfg.data.dataset, cfg.data.root)
+    text = load_text_for(splits)
+    synth: dict[Any, list[tuple[str, str | None]]] = defaultdict(list)
+    for sample in splits.train_visible:
+        caption = text.caption(sample)
+        if caption is not None:
+            synth[sample.pid].append((caption.description, caption.aug_description))
+    out = {SYNTH_NOVELTY: rephrasing_novelty(synth)}
+    path = TRI_REGDB / "caption_llm_dict_Blip_RGB.json"
+    if path.is_file():
+        real: dict[Any, list[tuple[str, str | None]]] = defaultdict(list)
+        for key, caption in read_caption_file(path).captions.items():
+            real[key.split("/")[-2]].append((caption.description, caption.aug_description))
+        out[REAL_NOVELTY] = rephrasing_novelty(real)
+    return out
+
+
+def text_aug_lines(novelty: dict[str, dict[str, float]]) -> list[str]:
+    """Why text augmentation adds little here: what a rephrasing says that the person's captions do not."""
+    lines = [
+        "What a rephrasing adds to the captions of the same person (visible captions, word sets; "
+        "`tvifm.text.augment.rephrasing_novelty`):",
+        "",
+        "| captions | people | captions per person | words of a rephrasing no caption of the person uses | "
+        "caption vs its rephrasing (Jaccard) | caption vs another caption of the person |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {name} | {f['people']:.0f} | {f['rephrasings'] / f['people']:.1f} | "
+        f"{100 * f['new_words']:.1f} % | {f['caption_vs_rephrasing']:.2f} | {f['caption_vs_caption']:.2f} |"
+        for name, f in novelty.items()
+    ]
+    synth = next(iter(novelty.values()), None)
+    real = novelty.get(REAL_NOVELTY)
+    text = (
+        "Text augmentation teaches the text encoder wordings its captions do not already show it. SynthTri's "
+        "captions are written by a generator that varies its wording from image to image"
+    )
+    if synth is not None and synth["caption_vs_caption"] < synth["caption_vs_rephrasing"]:
+        text += (
+            ", so two captions of one person differ more than a caption and its rule-based rephrasing, "
+            f"and the rephrasing brings few words ({100 * synth['new_words']:.1f} %) the person's other "
+            "captions lack"
+        )
+    text += (
+        ". The rule-based rephraser also keeps every attribute of a noisy caption, including its mistakes."
+    )
+    if synth is not None and real is not None:
+        text += (
+            " The published LLM rephrasings of Tri-RegDB, with a similar number of captions per person, "
+            f"bring {real['new_words'] / synth['new_words']:.1f} times the share of new words and also "
+            "rewrite the captioner's garbled phrases, which SynthTri's captions do not have."
+        )
+    text += " An LLM augmenter (`caption.augmenter=llm`, any local causal LM) is the paper's setting."
+    return [*lines, "", text]
 
 
 def ir_query_lines(diagnosis: dict[str, tuple[float, float]], ir: float) -> list[str]:
@@ -676,7 +749,8 @@ def main() -> None:
     table = summarise(per_seed)
     minutes = (time.time() - start) / 60
     diagnosis = {**summarise_figures(terms), **summarise_figures(figures)}
-    text = markdown(table, diagnosis, args.seeds, cfg, minutes, train_minutes(out, args.seeds))
+    novelty = rephrasing_figures(cfg)
+    text = markdown(table, diagnosis, args.seeds, cfg, minutes, train_minutes(out, args.seeds), novelty)
     print(text)
     (out / "ablation.json").write_text(
         json.dumps(

@@ -176,3 +176,21 @@ def test_augment_sidecars_gives_every_caption_a_rephrasing_once(small_synth, tmp
     changed = sum(c.aug_description != c.description for _, c in captions)
     assert changed > 0.8 * len(captions)
     assert augment_sidecars(str(root)) == {}  # already augmented: nothing rewritten
+
+
+def test_rephrasing_novelty_counts_words_the_persons_captions_never_use() -> None:
+    from tvifm.text.augment import rephrasing_novelty
+
+    by_identity = {
+        1: [("a man in red jeans", "a guy in red jeans"), ("a man wearing red jeans", None)],
+        2: [("a lady in a blue coat", "a lady in a blue coat")],
+    }
+    got = rephrasing_novelty(by_identity)
+    # "guy" is the one word of identity 1's rephrasing none of its descriptions uses (1 of 5 words);
+    # identity 2's rephrasing repeats its description.
+    assert got["new_words"] == pytest.approx((1 / 5 + 0) / 2)
+    assert got["caption_vs_rephrasing"] == pytest.approx((4 / 6 + 1) / 2)  # {a, in, red, jeans} of 6
+    assert got["caption_vs_caption"] == pytest.approx(4 / 6)
+    assert got["rephrasings"] == 2 and got["people"] == 2
+    with pytest.raises(ConfigError, match="no caption has a rephrasing"):
+        rephrasing_novelty({1: [("a man", None)]})

@@ -14,9 +14,10 @@ colour word can slip into an infrared caption.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from tvifm.errors import ConfigError
@@ -193,3 +194,49 @@ def augment_sidecars(root: str, dataset: str = "synth", augmenter: Augmenter | N
         write_caption_dict(caption_dict_path(root, modality), captions)
         written[modality] = len(captions)
     return written
+
+
+_WORD = re.compile(r"[a-z]+")
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def rephrasing_novelty(by_identity: Mapping[Any, Sequence[tuple[str, str | None]]]) -> dict[str, float]:
+    """How much rephrasings add to what the captions of the same person already say.
+
+    ``by_identity`` maps an identity to its ``(description, aug_description)`` pairs. Returns means of:
+
+    * ``new_words``: the share of a rephrasing's distinct words that no description of that identity
+      uses (what text augmentation can teach beyond the person's other captions);
+    * ``caption_vs_rephrasing``: word-set Jaccard similarity of a description and its rephrasing;
+    * ``caption_vs_caption``: the same between two descriptions of one identity (other images);
+
+    and the counts ``rephrasings`` and ``people`` (identities).
+
+    Raises :class:`ConfigError` when no caption has a rephrasing.
+    """
+    new, own, between = [], [], []
+    for pairs in by_identity.values():
+        described = [_words(d) for d, _ in pairs]
+        known = set().union(*described) if described else set()
+        for words, (_, aug) in zip(described, pairs, strict=True):
+            if aug:
+                rephrased = _words(aug)
+                new.append(len(rephrased - known) / max(1, len(rephrased)))
+                own.append(_jaccard(words, rephrased))
+        between += [_jaccard(a, b) for a, b in itertools.combinations(described, 2)]
+    if not new:
+        raise ConfigError("no caption has a rephrasing (aug_description); run the augmentation first")
+    return {
+        "new_words": sum(new) / len(new),
+        "caption_vs_rephrasing": sum(own) / len(own),
+        "caption_vs_caption": sum(between) / len(between) if between else float("nan"),
+        "rephrasings": float(len(new)),
+        "people": float(len(by_identity)),
+    }
