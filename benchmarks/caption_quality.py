@@ -11,7 +11,7 @@ the page is left intact).
 
 Usage::
 
-    python benchmarks/caption_quality.py [--root DIR] [--ids 240] [--work DIR] [--split {test,val}]
+    python benchmarks/caption_quality.py [--root DIR] [--ids 960] [--work DIR] [--split {test,val}]
         [--modalities {visible,ir} ...] [key=value ...] [--no-docs]
 
 ``key=value`` overrides go to the config (``caption.steps=600`` ...). Generating SynthTri and training
@@ -137,11 +137,12 @@ def markdown(result: dict, train: list[dict], ids: int) -> str:
         f"trained from scratch on the training split, scored on the {SPLIT_NAMES[result['split']]} "
         f"({', '.join(counts)}); {platform.machine()}, 2 CPU cores.",
         "",
-        "| captioner | pairs | steps | train time | final loss |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| captioner | input | pairs | steps | train time | final loss |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
-        f"| {t['modality']} | {t['pairs']} | {t['steps']} | {t['seconds']:.0f} s | {t['final_loss']:.3f} |"
+        f"| {t['modality']} | {t['image_size']}x{t['image_size']} | {t['pairs']} | {t['steps']} | "
+        f"{t['seconds']:.0f} s | {t['final_loss']:.3f} |"
         for t in train
     ]
     base = result["majority"]
@@ -175,10 +176,19 @@ def markdown(result: dict, train: list[dict], ids: int) -> str:
     return "\n".join(lines)
 
 
+def with_input_size(train: dict) -> dict:
+    """A fine-tuning summary plus the square side its captioner sees (read from the saved captioner)."""
+    meta = json.loads((Path(train["directory"]) / "captioner.json").read_text())
+    return {**train, "image_size": meta["image_size"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", help="SynthTri root (generated when missing)")
-    parser.add_argument("--ids", type=int, default=240)
+    parser.add_argument(
+        "--ids", type=int, default=960,
+        help="identities of the generated SynthTri (the captioners generalise with the number of families)",
+    )  # fmt: skip
     parser.add_argument("--work", default=str(REPO / "runs" / "caption_quality"))
     parser.add_argument(
         "--split", choices=("val", "test"), default="test",
@@ -203,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     captioners = work / "captioners"
     started = time.perf_counter()
     overrides = [*args.overrides, f"caption.captioner_dir={captioners}"]
-    train = finetune_captioners(str(root), "tiny", overrides, modalities)
+    train = [with_input_size(t) for t in finetune_captioners(str(root), "tiny", overrides, modalities)]
     result = evaluate(root, captioners, args.split, modalities)
     result["train"] = train
     result["seconds"] = time.perf_counter() - started
