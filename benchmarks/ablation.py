@@ -590,7 +590,7 @@ def text_aug_lines(novelty: dict[str, dict[str, float]]) -> list[str]:
         f"{100 * f['new_words']:.1f} % | {f['caption_vs_rephrasing']:.2f} | {f['caption_vs_caption']:.2f} |"
         for name, f in novelty.items()
     ]
-    synth = next(iter(novelty.values()), None)
+    synth = novelty.get(SYNTH_NOVELTY)
     real = novelty.get(REAL_NOVELTY)
     text = (
         "Text augmentation teaches the text encoder wordings its captions do not already show it. SynthTri's "
