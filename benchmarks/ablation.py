@@ -558,20 +558,20 @@ def rephrasing_figures(cfg: Config) -> dict[str, dict[str, float]]:
     from tvifm.data.sidecars import load_text_for, read_caption_file
     from tvifm.text.augment import rephrasing_novelty
 
+    def by_identity(captions: Any) -> dict[Any, list[tuple[str, str | None]]]:
+        grouped: dict[Any, list[tuple[str, str | None]]] = defaultdict(list)
+        for identity, caption in captions:
+            grouped[identity].append((caption.description, caption.aug_description))
+        return grouped
+
     splits = load_dataset(cfg.data.dataset, cfg.data.root)
     text = load_text_for(splits)
-    synth: dict[Any, list[tuple[str, str | None]]] = defaultdict(list)
-    for sample in splits.train_visible:
-        caption = text.caption(sample)
-        if caption is not None:
-            synth[sample.pid].append((caption.description, caption.aug_description))
-    out = {SYNTH_NOVELTY: rephrasing_novelty(synth)}
+    synth = ((s.pid, text.caption(s)) for s in splits.train_visible)
+    out = {SYNTH_NOVELTY: rephrasing_novelty(by_identity((pid, c) for pid, c in synth if c is not None))}
     path = TRI_REGDB / "caption_llm_dict_Blip_RGB.json"
     if path.is_file():
-        real: dict[Any, list[tuple[str, str | None]]] = defaultdict(list)
-        for key, caption in read_caption_file(path).captions.items():
-            real[key.split("/")[-2]].append((caption.description, caption.aug_description))
-        out[REAL_NOVELTY] = rephrasing_novelty(real)
+        real = read_caption_file(path).captions.items()
+        out[REAL_NOVELTY] = rephrasing_novelty(by_identity((key.split("/")[-2], c) for key, c in real))
     return out
 
 

@@ -224,7 +224,7 @@ def rephrasing_novelty(by_identity: Mapping[Any, Sequence[tuple[str, str | None]
     new, own, between = [], [], []
     for pairs in by_identity.values():
         described = [_words(d) for d, _ in pairs]
-        known = set().union(*described) if described else set()
+        known = set().union(*described)
         for words, (_, aug) in zip(described, pairs, strict=True):
             if aug:
                 rephrased = _words(aug)
