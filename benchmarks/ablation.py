@@ -347,6 +347,22 @@ def summarise(
     return table
 
 
+def table_lines(table: dict[str, Any]) -> list[str]:
+    """The ablation table: a row per step, mean ± std over seeds of each protocol's metrics."""
+    cols = [f"{PROTOCOLS[p]} {m}" for p in PROTOCOLS for m in ("R1", "mAP", "mINP")]
+    lines = ["| row | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for row in ROWS:
+        cells = [f"{table[row.name][p][m][0]:.1f} ± {table[row.name][p][m][1]:.1f}" for p in PROTOCOLS
+                 for m in METRICS]  # fmt: skip
+        lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def load_summary(path: Path) -> dict[str, dict[str, dict[str, tuple[float, float]]]] | None:
+    """:func:`summarise` of the per-seed results an ablation run saved at ``path``; None if it has none."""
+    return summarise(json.loads(path.read_text())["results"]) if path.is_file() else None
+
+
 def markdown(
     table: dict[str, Any],
     diagnosis: dict[str, tuple[float, float]],
@@ -355,20 +371,9 @@ def markdown(
     minutes: float,
     trained: dict[int, float],
     novelty: dict[str, dict[str, float]] | None = None,
+    captioned: dict[str, Any] | None = None,
 ) -> str:
-    head = (
-        "| row | "
-        + " | ".join(f"{PROTOCOLS[p]} {m}" for p in PROTOCOLS for m in ("R1", "mAP", "mINP"))
-        + " |"
-    )
-    lines = [head, "|---|" + "---:|" * (len(PROTOCOLS) * len(METRICS))]
-    for row in ROWS:
-        cells = [
-            f"{table[row.name][p][m][0]:.1f} ± {table[row.name][p][m][1]:.1f}"
-            for p in PROTOCOLS
-            for m in METRICS
-        ]
-        lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
+    lines = table_lines(table)
     intro = (
         "`python benchmarks/ablation.py` trains the `tiny` preset on the default SynthTri "
         f"({cfg.synth.ids} identities, {cfg.data.image_size[0]}x{cfg.data.image_size[1]} input) "
@@ -403,6 +408,7 @@ def markdown(
             "",
             *reference_lines(table),
             "",
+            *captioned_lines(table, captioned),
             *findings(table, diagnosis, novelty),
             "",
             f"Training the {len(seeds)} seeds took {sum(trained.values()):.0f} min on {os.cpu_count()} CPU "
@@ -420,6 +426,26 @@ def markdown(
 
 def _r1(table: dict[str, Any], name: str) -> float:
     return table[name]["all-single"]["rank1"][0]
+
+
+def captioned_lines(table: dict[str, Any], captioned: dict[str, Any] | None) -> list[str]:
+    """A paragraph on the same rows trained on the captions of the project's captioners
+    (``benchmarks/ablation_captioned.py``), when that run's summary table is given."""
+    if captioned is None:
+        return []
+    rows = ("+ fusion", "+ ensemble retrieval", ROWS[-1].name)
+    pairs = ", ".join(f'"{name}" {_r1(captioned, name):.1f} against {_r1(table, name):.1f}' for name in rows)
+    aug = _r1(captioned, ROWS[-1].name) - _r1(captioned, ROWS[-2].name)
+    spread = max(captioned[r]["all-single"]["rank1"][1] for r in (ROWS[-1].name, ROWS[-2].name))
+    side = "within" if abs(aug) <= spread else "beyond"
+    full = _r1(captioned, ROWS[-1].name) - _r1(captioned, ROWS[0].name)
+    return [
+        "The same rows with captions written by the project's captioners instead of SynthTri's generator "
+        "([ablation_captioned.md](ablation_captioned.md); same stage-1 runs, same seeds), all-search "
+        f"Rank-1 of the rows {pairs}; the full model is {full:+.1f} over the IR baseline, and text "
+        f"augmentation changes Rank-1 by {aug:+.1f} ({side} the spread over seeds).",
+        "",
+    ]
 
 
 def reference_lines(table: dict[str, Any]) -> list[str]:
@@ -447,16 +473,9 @@ def terms_lines(terms: dict[str, tuple[float, float]]) -> list[str]:
     return lines
 
 
-def findings(
-    table: dict[str, Any],
-    diagnosis: dict[str, tuple[float, float]],
-    novelty: dict[str, dict[str, float]] | None = None,
-) -> list[str]:
-    """What each step did to all-search Rank-1, and why a step that did not help did not.
-
-    ``diagnosis`` holds the validation figures (mean, std over seeds): the MER_TERMS sums and
-    figures of :func:`stage1_figures` and the stage-2 gains of :func:`late_gains`; ``novelty`` the
-    :func:`rephrasing_figures`."""
+def step_lines(table: dict[str, Any]) -> tuple[list[str], set[str]]:
+    """A line per step with its all-search Rank-1 change, and the rows that did not clearly help (a
+    change within the spread over seeds, or none)."""
     steps, flat = [], set()
     for prev, row in itertools.pairwise(ROWS):
         delta = _r1(table, row.name) - _r1(table, prev.name)
@@ -468,6 +487,20 @@ def findings(
         elif delta <= 0:
             flat.add(row.name)
         steps.append(f"- {row.name}: {delta:+.1f} Rank-1 points ({verdict})")
+    return steps, flat
+
+
+def findings(
+    table: dict[str, Any],
+    diagnosis: dict[str, tuple[float, float]],
+    novelty: dict[str, dict[str, float]] | None = None,
+) -> list[str]:
+    """What each step did to all-search Rank-1, and why a step that did not help did not.
+
+    ``diagnosis`` holds the validation figures (mean, std over seeds): the MER_TERMS sums and
+    figures of :func:`stage1_figures` and the stage-2 gains of :func:`late_gains`; ``novelty`` the
+    :func:`rephrasing_figures`."""
+    steps, flat = step_lines(table)
     gain = _r1(table, ROWS[-1].name) - _r1(table, ROWS[0].name)
     text = [
         "All-search Rank-1, step by step:",
@@ -548,30 +581,39 @@ REAL_NOVELTY = "Tri-RegDB, LLM rephrasing (published)"
 TRI_REGDB = ROOT.parent / "shared" / "data" / "tri-captions" / "regdb" / "Text" / "Blip_RGB"
 
 
-def rephrasing_figures(cfg: Config) -> dict[str, dict[str, float]]:
-    """:func:`~tvifm.text.augment.rephrasing_novelty` of the visible training captions of this table's
-    SynthTri (rule-based rephrasings) and, when ``../shared`` is beside the repository, of the published
-    Tri-RegDB captions (the paper's LLM rephrasings)."""
+def _by_identity(captions: Any) -> dict[Any, list[tuple[str, str | None]]]:
+    """``(identity, Caption)`` pairs grouped as :func:`~tvifm.text.augment.rephrasing_novelty` takes them."""
     from collections import defaultdict
 
+    grouped: dict[Any, list[tuple[str, str | None]]] = defaultdict(list)
+    for identity, caption in captions:
+        grouped[identity].append((caption.description, caption.aug_description))
+    return grouped
+
+
+def synth_novelty(root: str | Path, dataset: str = "synth") -> dict[str, float]:
+    """:func:`~tvifm.text.augment.rephrasing_novelty` of the visible training captions at ``root``."""
     from tvifm.data.registry import load_dataset
-    from tvifm.data.sidecars import load_text_for, read_caption_file
+    from tvifm.data.sidecars import load_text_for
     from tvifm.text.augment import rephrasing_novelty
 
-    def by_identity(captions: Any) -> dict[Any, list[tuple[str, str | None]]]:
-        grouped: dict[Any, list[tuple[str, str | None]]] = defaultdict(list)
-        for identity, caption in captions:
-            grouped[identity].append((caption.description, caption.aug_description))
-        return grouped
-
-    splits = load_dataset(cfg.data.dataset, cfg.data.root)
+    splits = load_dataset(dataset, root)
     text = load_text_for(splits)
-    synth = ((s.pid, text.caption(s)) for s in splits.train_visible)
-    out = {SYNTH_NOVELTY: rephrasing_novelty(by_identity((pid, c) for pid, c in synth if c is not None))}
+    pairs = ((s.pid, text.caption(s)) for s in splits.train_visible)
+    return rephrasing_novelty(_by_identity((pid, c) for pid, c in pairs if c is not None))
+
+
+def rephrasing_figures(cfg: Config) -> dict[str, dict[str, float]]:
+    """:func:`synth_novelty` of this table's SynthTri (rule-based rephrasings) and, when ``../shared`` is
+    beside the repository, the same figures of the published Tri-RegDB captions (LLM rephrasings)."""
+    from tvifm.data.sidecars import read_caption_file
+    from tvifm.text.augment import rephrasing_novelty
+
+    out = {SYNTH_NOVELTY: synth_novelty(cfg.data.root, cfg.data.dataset)}
     path = TRI_REGDB / "caption_llm_dict_Blip_RGB.json"
     if path.is_file():
         real = read_caption_file(path).captions.items()
-        out[REAL_NOVELTY] = rephrasing_novelty(by_identity((key.split("/")[-2], c) for key, c in real))
+        out[REAL_NOVELTY] = rephrasing_novelty(_by_identity((key.split("/")[-2], c) for key, c in real))
     return out
 
 
@@ -750,7 +792,9 @@ def main() -> None:
     minutes = (time.time() - start) / 60
     diagnosis = {**summarise_figures(terms), **summarise_figures(figures)}
     novelty = rephrasing_figures(cfg)
-    text = markdown(table, diagnosis, args.seeds, cfg, minutes, train_minutes(out, args.seeds), novelty)
+    captioned = load_summary(out / "captioned" / "ablation.json")
+    trained = train_minutes(out, args.seeds)
+    text = markdown(table, diagnosis, args.seeds, cfg, minutes, trained, novelty, captioned)
     print(text)
     (out / "ablation.json").write_text(
         json.dumps(
