@@ -617,13 +617,10 @@ def rephrasing_figures(cfg: Config) -> dict[str, dict[str, float]]:
     return out
 
 
-def text_aug_lines(novelty: dict[str, dict[str, float]]) -> list[str]:
-    """Why text augmentation adds little here: what a rephrasing says that the person's captions do not."""
+def novelty_table(novelty: dict[str, dict[str, float]], label: str = "captions") -> list[str]:
+    """A row of :func:`~tvifm.text.augment.rephrasing_novelty` figures per caption source."""
     lines = [
-        "What a rephrasing adds to the captions of the same person (visible captions, word sets; "
-        "`tvifm.text.augment.rephrasing_novelty`):",
-        "",
-        "| captions | people | captions per person | words of a rephrasing no caption of the person uses | "
+        f"| {label} | people | captions per person | words of a rephrasing no caption of the person uses | "
         "caption vs its rephrasing (Jaccard) | caption vs another caption of the person |",
         "|---|---:|---:|---:|---:|---:|",
     ]
@@ -631,6 +628,17 @@ def text_aug_lines(novelty: dict[str, dict[str, float]]) -> list[str]:
         f"| {name} | {f['people']:.0f} | {f['rephrasings'] / f['people']:.1f} | "
         f"{100 * f['new_words']:.1f} % | {f['caption_vs_rephrasing']:.2f} | {f['caption_vs_caption']:.2f} |"
         for name, f in novelty.items()
+    ]
+    return lines
+
+
+def text_aug_lines(novelty: dict[str, dict[str, float]]) -> list[str]:
+    """Why text augmentation adds little here: what a rephrasing says that the person's captions do not."""
+    lines = [
+        "What a rephrasing adds to the captions of the same person (visible captions, word sets; "
+        "`tvifm.text.augment.rephrasing_novelty`):",
+        "",
+        *novelty_table(novelty),
     ]
     synth = novelty.get(SYNTH_NOVELTY)
     real = novelty.get(REAL_NOVELTY)

@@ -126,20 +126,6 @@ def quality_lines(quality: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     return lines
 
 
-def novelty_lines(novelty: dict[str, dict[str, float]]) -> list[str]:
-    lines = [
-        "| visible training captions by | words of a rephrasing no caption of the person uses | "
-        "caption vs its rephrasing (Jaccard) | caption vs another caption of the person |",
-        "|---|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {name} | {100 * f['new_words']:.1f} % | {f['caption_vs_rephrasing']:.2f} | "
-        f"{f['caption_vs_caption']:.2f} |"
-        for name, f in novelty.items()
-    ]
-    return lines
-
-
 def _more(a: float, b: float) -> str:
     return "more" if a > b else "less"
 
@@ -226,7 +212,7 @@ def markdown(
         "What a rephrasing adds to the captions of the same person "
         "(`tvifm.text.augment.rephrasing_novelty`):",
         "",
-        *novelty_lines(novelty),
+        *abl.novelty_table(novelty, "visible training captions by"),
     ]
     if generator_table is not None:
         text += ["", *reading_lines(table, generator_table, quality, novelty)]
