@@ -115,11 +115,17 @@ def train_seed(cfg: Config, seed: int, out: Path) -> dict[str, Path]:
         runs[key] = out / f"seed{seed}" / key
         train(load_config(cfg_path(cfg, out), [f"seed={seed}", *overrides]), "joint", runs[key],
               init=runs["base"], progress=False)  # fmt: skip
-    record = out / f"seed{seed}" / "train_minutes.txt"
-    minutes = (time.time() - started) / 60
-    if minutes > 1 or not record.exists():  # trained now (reused runs take seconds)
-        record.write_text(f"{minutes:.1f}\n")
+    record_minutes(out / f"seed{seed}", started)
     return runs
+
+
+def record_minutes(seed_dir: Path, started: float) -> None:
+    """Keep in ``seed_dir`` the minutes since ``started`` when training ran now (reused runs take
+    seconds and leave the first record alone)."""
+    record = seed_dir / "train_minutes.txt"
+    minutes = (time.time() - started) / 60
+    if minutes > 1 or not record.exists():
+        record.write_text(f"{minutes:.1f}\n")
 
 
 def train_minutes(out: Path, seeds: list[int]) -> dict[int, float]:

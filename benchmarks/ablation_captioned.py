@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -29,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import ablation as abl  # noqa: E402
+from caption_quality import split_images  # noqa: E402
 
 from tvifm.config import load_config  # noqa: E402
 from tvifm.config.schema import Config  # noqa: E402
@@ -73,14 +75,11 @@ def train_seed(cfg: Config, seed: int, out: Path) -> dict[str, Path]:
         raise SystemExit(f"{base}: no stage-1 run; run `python benchmarks/ablation.py --out {out}` first")
     started = time.time()
     runs = {"base": base}
+    path = abl.cfg_path(cfg, out / "captioned")
     for key, overrides in abl.VARIANTS.items():
         runs[key] = out / "captioned" / f"seed{seed}" / key
-        path = abl.cfg_path(cfg, out / "captioned")
         train(load_config(path, [f"seed={seed}", *overrides]), "joint", runs[key], init=base, progress=False)
-    record = out / "captioned" / f"seed{seed}" / "train_minutes.txt"
-    minutes = (time.time() - started) / 60
-    if minutes > 1 or not record.exists():
-        record.write_text(f"{minutes:.1f}\n")
+    abl.record_minutes(out / "captioned" / f"seed{seed}", started)
     return runs
 
 
@@ -95,12 +94,11 @@ def caption_quality(root: Path) -> dict[str, dict[str, Any]]:
     text = load_text_for(splits)
     truth = read_truth(root)
 
-    def described(samples: Any, modality: str) -> dict[str, str]:
-        caps = ((s.rel, text.caption(s)) for s in samples if s.modality == modality)
+    def described(samples: Any) -> dict[str, str]:
+        caps = ((s.rel, text.caption(s)) for s in samples)
         return {rel: c.description for rel, c in caps if c is not None}
 
-    visible = described(splits.test_gallery, "visible")
-    ir = described(splits.test_query, "ir")
+    visible, ir = (described(samples) for samples in split_images(splits, "test"))
     return {
         "rgb": score_captions(visible, truth).to_dict(),
         "ir": score_captions(ir, truth, SHAPE_ATTRIBUTES).to_dict(),
@@ -142,10 +140,11 @@ def reading_lines(
     main = ("hair_colour", "upper_colour", "lower_colour")
     large = [sum(q["accuracy"][a] for a in main) / len(main) for q in (cap_q, gen_q)]
     small = [cap_q["accuracy"][a] - gen_q["accuracy"][a] for a in ("bag_colour", "hat_colour")]
-    step = {
-        name: [abl._r1(t, name) - abl._r1(t, prev.name) for t in (table, generator_table)]
-        for prev, name in zip(abl.ROWS, [r.name for r in abl.ROWS[1:]], strict=False)
-    }
+
+    def gains(row: str, prev: str) -> list[float]:
+        return [abl._r1(t, row) - abl._r1(t, prev) for t in (table, generator_table)]
+
+    joint = gains("+ joint learning", "+ fusion")
     fusion = abl._r1(table, "+ fusion") - abl._r1(generator_table, "+ fusion")
     same = cap_n["caption_vs_caption"], gen_n["caption_vs_caption"]
     text = (
@@ -157,10 +156,9 @@ def reading_lines(
         f"hats (mean colour {cap_q['colour_accuracy']:.3f} against {gen_q['colour_accuracy']:.3f} over "
         f"all six items); they describe one person {_more(*same)} consistently (a caption against another "
         f"caption of the person, Jaccard {same[0]:.2f} against {same[1]:.2f}). Joint learning changes "
-        f"Rank-1 by {step['+ joint learning'][0]:+.1f} on these captions against "
-        f"{step['+ joint learning'][1]:+.1f} on the generator's."
+        f"Rank-1 by {joint[0]:+.1f} on these captions against {joint[1]:+.1f} on the generator's."
     )
-    aug, gen_aug = step["+ text augmentation"]
+    aug, gen_aug = gains("+ text augmentation", "+ ensemble retrieval")
     text2 = (
         f"Text augmentation changes Rank-1 by {aug:+.1f} here and by {gen_aug:+.1f} on the generator's "
         "captions. The rule-based rephrasing of a captioner's caption brings "
@@ -219,7 +217,7 @@ def markdown(
     text += [
         "",
         f"Training stage 2 for the {len(context['seeds'])} seeds took {context['train_minutes']:.0f} min on "
-        f"2 CPU cores ({len(abl.VARIANTS)} stage-2 runs per seed, wall clock).",
+        f"{os.cpu_count()} CPU cores ({len(abl.VARIANTS)} stage-2 runs per seed, wall clock).",
         "",
     ]
     return "\n".join(text)
@@ -242,10 +240,9 @@ def main() -> None:
     root = captioned_copy(source.data.root, args.out / "captioned" / "synthtri").resolve()
     cfg = load_config(args.config, [*abl.SCHEDULE, *args.overrides, f"data.root={root}"])
     report = caption(root, args.captioners, cfg)
-    per_seed, minutes = [], 0.0
+    per_seed = []
     for seed in args.seeds:
         runs = train_seed(cfg, seed, args.out)
-        minutes += float((args.out / "captioned" / f"seed{seed}" / "train_minutes.txt").read_text())
         per_seed.append(abl.evaluate_rows(runs))
         print(f"seed {seed}: " + json.dumps({r: v["all-single"]["rank1"] for r, v in per_seed[-1].items()}))
     table = abl.summarise(per_seed)
@@ -253,7 +250,8 @@ def main() -> None:
     quality = {GENERATOR: caption_quality(Path(source.data.root)), CAPTIONERS: caption_quality(root)}
     novelty = {GENERATOR: abl.synth_novelty(source.data.root), CAPTIONERS: abl.synth_novelty(root)}
     context = {
-        "captioners": args.captioners, "seeds": args.seeds, "train_minutes": minutes,
+        "captioners": args.captioners, "seeds": args.seeds,
+        "train_minutes": sum(abl.train_minutes(args.out / "captioned", args.seeds).values()),
         "images": sum(report["counts"][m]["total"] for m in report["counts"]),
         "caption_seconds": report["seconds"],
     }  # fmt: skip
