@@ -359,20 +359,24 @@ def stream_choice_verdict(diagnosis: dict[str, tuple[float, float]]) -> str:
 
 
 def final_losses(runs: dict[str, Path], choice: dict[str, str]) -> dict[str, float]:
-    """Per run in ``choice`` (label -> key): the identity cross-entropy of its last training epoch and
-    the validation ensemble Rank-1 (points) gained between its last two evaluations."""
+    """The identity cross-entropy of the last training epoch of each run in ``choice`` (label -> key)."""
     out = {}
     for label, key in choice.items():
         history = json.loads((runs[key] / "history.json").read_text())
         out[f"{label} / final ce"] = history[-1]["losses"]["ce"]
-        rank1 = [epoch["val"]["ensemble"]["rank1"] for epoch in history if epoch["val"]]
-        out[f"{label} / late gain"] = 100 * (rank1[-1] - rank1[-2])
     return out
 
 
-def schedule_section(diagnosis: dict[str, tuple[float, float]]) -> list[str]:
-    """Why text augmentation did nothing with the 12-epoch stage 2, and the stage 2 this table trains."""
+def schedule_section(
+    diagnosis: dict[str, tuple[float, float]], previous: dict[str, Any] | None = None
+) -> list[str]:
+    """Why text augmentation did nothing with the 12-epoch stage 2, and the stage 2 this table trains;
+    ``previous`` is the table of the rows with that stage 2 (saved by ``ablation_captioned.py``)."""
     short, short_aug, long, long_aug = SCHEDULE_CHOICE
+    on_test = ""
+    if previous is not None:
+        step = _r1(previous, ROWS[-1].name) - _r1(previous, ROWS[-2].name)
+        on_test = f" (and Rank-1 by {step:+.1f} on the test identities)"
 
     def ce(label: str) -> str:
         return f"{diagnosis[f'{label} / final ce'][0]:.2f}"
@@ -386,10 +390,10 @@ def schedule_section(diagnosis: dict[str, tuple[float, float]]) -> list[str]:
         "once the encoder starts to learn its training captions by heart. With stage 2 as it was, 12 "
         "epochs with the decay at 10, the identity loss on the training identities still ended at "
         f"{ce(short)} and the ensemble query was still improving on the validation identities "
-        f"({diagnosis[f'{short} / late gain'][0]:+.1f} Rank-1 between the last two evaluations); there "
-        "augmentation changed the ensemble by "
-        f"{diff(short_aug, short)} on the validation identities (and Rank-1 by -0.3 on the test "
-        "identities, this table's previous run). Trained three times as long, 36 epochs with the decay "
+        f"({diagnosis['12-epoch joint ensemble late gain'][0]:+.1f} Rank-1 between the last two "
+        "evaluations); there augmentation changed the ensemble by "
+        f"{diff(short_aug, short)} on the validation identities{on_test}. Trained three times as long, "
+        "36 epochs with the decay "
         f"at 30, the loss ends at {ce(long)} without augmentation and at {ce(long_aug)} with it. On the "
         "validation identities (the seeds of this table, all-search Rank-1 at each run's selected "
         "checkpoint):",
@@ -406,7 +410,11 @@ def schedule_section(diagnosis: dict[str, tuple[float, float]]) -> list[str]:
 
 
 # (stage-2 variant, query mode) whose validation Rank-1 at the end of stage 2 the report follows
-LATE = {"joint fusion": ("joint", "fusion"), "fusion-only fusion": ("fusion-only", "fusion")}
+LATE = {
+    "joint fusion": ("joint", "fusion"),
+    "fusion-only fusion": ("fusion-only", "fusion"),
+    "12-epoch joint ensemble": ("joint-12", "ensemble"),
+}
 
 
 def late_gains(runs: dict[str, Path]) -> dict[str, float]:
@@ -504,7 +512,7 @@ def markdown(
             *reference_lines(table),
             "",
             *captioned_lines(*(captioned or (None, None))),
-            *findings(table, diagnosis, novelty),
+            *findings(table, diagnosis, novelty, captioned[1] if captioned else None),
             "",
             f"Training the {len(seeds)} seeds took {sum(trained.values()):.0f} min on {os.cpu_count()} CPU "
             f"cores ({', '.join(f'seed {s}: {m:.0f}' for s, m in trained.items())} min, wall clock: a "
@@ -593,6 +601,7 @@ def findings(
     table: dict[str, Any],
     diagnosis: dict[str, tuple[float, float]],
     novelty: dict[str, dict[str, float]] | None = None,
+    previous: dict[str, Any] | None = None,
 ) -> list[str]:
     """What each step did to all-search Rank-1, and why a step that did not help did not.
 
@@ -627,7 +636,7 @@ def findings(
             f"text Rank-1 {txt_joint:.1f} after joint learning against {txt_fusion_only:.1f} without it, "
             "which is what the ensemble row builds on.",
         ]
-        late_joint, late_fusion = (diagnosis[f"{name} late gain"][0] for name in LATE)
+        late_joint, late_fusion = (diagnosis[f"{name} late gain"][0] for name in list(LATE)[:2])
         late = (
             f"Over stage 2's last two evaluations on the validation identities the fusion query gained "
             f"{late_joint:+.1f} Rank-1 with joint learning and {late_fusion:+.1f} without it"
@@ -670,7 +679,7 @@ def findings(
         "",
         *STAGE1_TRIED,
     ]
-    text += ["", *schedule_section(diagnosis)]
+    text += ["", *schedule_section(diagnosis, previous)]
     if "+ text augmentation" in flat:
         text += ["", *text_aug_lines(novelty or {})]
     return text
