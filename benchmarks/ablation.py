@@ -136,7 +136,7 @@ def train_seed(cfg: Config, seed: int, out: Path) -> dict[str, Path]:
 
 def timed_train(cfg: Config, stage: str, run_dir: Path, seed_dir: Path, init: Path | None = None) -> None:
     """Train (or resume, or reuse) one run; the minutes it trained now go to the seed's record."""
-    from tvifm.engine import checkpoint as ckpt
+    from tvifm import checkpoint as ckpt
     from tvifm.engine.trainer import train
 
     state = run_dir / ckpt.LAST_DIR / "trainer.json"
@@ -173,7 +173,7 @@ def cfg_path(cfg: Config, out: Path) -> Path:
 
 def evaluate_rows(runs: dict[str, Path]) -> dict[str, dict[str, Any]]:
     """Test metrics of every ablation row for one seed."""
-    from tvifm.engine.evaluate import evaluate_run
+    from tvifm.eval.offline import evaluate_run
 
     reports: dict[str, dict[str, Any]] = {}
     out: dict[str, dict[str, Any]] = {}
@@ -200,8 +200,8 @@ def _validation_run(run_dir: Path) -> tuple[Any, Config, Any, list[Any]]:
     """A run's model and config, its dataset splits, and the all-search trials on its validation ids."""
     from tvifm.data.registry import load_dataset
     from tvifm.data.storage import local_dataset
-    from tvifm.engine.evaluate import load_run
-    from tvifm.engine.validation import protocol_sets
+    from tvifm.eval.offline import load_run
+    from tvifm.eval.evaluator import protocol_sets
 
     model, cfg, _ = load_run(run_dir)
     splits = load_dataset(cfg.data.dataset, local_dataset(cfg.data.root), cfg.data.trial)
@@ -214,7 +214,7 @@ def _validation_run(run_dir: Path) -> tuple[Any, Config, Any, list[Any]]:
 def mer_terms(run_dir: Path) -> dict[str, float]:
     """All-search Rank-1 (percent) on the validation identities of each equal-weight sum in MER_TERMS."""
     from tvifm.data.sidecars import load_text_for
-    from tvifm.engine.inference import build_query_bank, gallery_embeddings
+    from tvifm.eval.embeddings import build_query_bank, gallery_embeddings
     from tvifm.eval import evaluate_sets
 
     model, cfg, splits, sets = _validation_run(run_dir)
@@ -254,7 +254,7 @@ def stage1_figures(run_dir: Path) -> dict[str, float]:
 
     from tvifm.captioning.quality import read_truth
     from tvifm.data.base import EvalSet
-    from tvifm.engine.inference import gallery_embeddings
+    from tvifm.eval.embeddings import gallery_embeddings
     from tvifm.eval import evaluate_sets
 
     model, cfg, splits, sets = _validation_run(run_dir)
@@ -283,7 +283,7 @@ def stage1_figures(run_dir: Path) -> dict[str, float]:
 def choice_figures(runs: dict[str, Path], choice: dict[str, str]) -> dict[str, float]:
     """Validation all-search Rank-1 (percent) of each training in ``choice`` (label -> run key) at its
     selected checkpoint (the epoch checkpoint selection keeps), per query mode of CHOICE_MODES."""
-    from tvifm.engine import checkpoint as ckpt
+    from tvifm import checkpoint as ckpt
 
     out = {}
     for label, key in choice.items():

@@ -1,4 +1,4 @@
-"""Time tvifm.eval.evaluate against the per-query reference loop at SYSU-MM01 and LLCM test scale.
+"""Time tvifm.eval.offline against the per-query reference loop at SYSU-MM01 and LLCM test scale.
 
 Usage: ``python benchmarks/bench_eval.py [--trials N] [--quick] [--no-docs]``
 
@@ -201,7 +201,7 @@ def machine(load: float | None) -> str:
 def section(rows: list[Row], load: float | None) -> str:
     """The ``## Evaluation`` section of docs/benchmarks.md."""
     return (
-        "`python benchmarks/bench_eval.py` times `tvifm.eval.evaluate` (vectorised over blocks of\n"
+        "`python benchmarks/bench_eval.py` times `tvifm.eval.offline` (vectorised over blocks of\n"
         "queries: one value sort per row, a vectorised binary search for the rank of every true match,\n"
         "per-identity minima for the deduplicated CMC) against `benchmarks/naive_eval.py` (one query at a\n"
         "time, the structure of the evaluation code commonly shipped with VI-ReID papers) on the same\n"

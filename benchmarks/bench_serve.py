@@ -106,13 +106,13 @@ def _make_model(out: Path) -> Path:
     import torch
 
     from tvifm.config import load_config, save_config
-    from tvifm.engine.checkpoint import save_model, write_json
+    from tvifm.checkpoint import save_model, write_json
     from tvifm.models.tvifm import TVIFM
 
     torch.manual_seed(0)
     cfg = load_config("tiny")
     save_config(cfg, out)
-    save_model(TVIFM(cfg, num_classes=8), out / "model.safetensors")
+    save_model(TVIFM(cfg.backbone, cfg.text, num_classes=8), out / "model.safetensors")
     write_json(out / "meta.json", {"stage": "joint", "num_classes": 8})
     return out
 

@@ -50,7 +50,7 @@ def measure(preset: str, stage: str, steps: int) -> dict:
 
     cfg = load_config(preset)
     n = cfg.data.ids_per_batch * cfg.data.images_per_modality
-    model = TVIFM(cfg, num_classes=cfg.data.ids_per_batch * 10)
+    model = TVIFM(cfg.backbone, cfg.text, num_classes=cfg.data.ids_per_batch * 10)
     model.set_stage(stage)
     model.train()
     scfg = stage_config(cfg, stage)

@@ -1,4 +1,4 @@
-"""A deliberately plain per-query evaluation loop: the reference ``tvifm.eval.evaluate`` is checked against.
+"""A deliberately plain per-query evaluation loop: the reference ``tvifm.eval.offline`` is checked against.
 
 It follows the structure of the evaluation code commonly shipped with VI-ReID papers (one argsort of the
 whole matrix, then per query: a keep mask, ``np.unique`` for the identity-deduplicated CMC, cumulative

@@ -10,9 +10,10 @@ import argparse
 import json
 import sys
 
-from tvifm.engine.evaluate import evaluate_run, format_results
-from tvifm.errors import TvifmError
 from tvifm.tracking.model_source import resolve_model
+
+from tvifm.errors import TvifmError
+from tvifm.eval.offline import evaluate_run, format_results
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,7 +64,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from tvifm.engine.evaluate import evaluate_run, format_results
+    from tvifm.eval.offline import evaluate_run, format_results
 
     report = evaluate_run(
         args.checkpoint,

@@ -107,8 +107,8 @@ def mlflow_hint(cfg: Config, uri: str, embedded: bool) -> str:
 def run_pipeline(cfg: Config) -> PipelineResult:
     """Run every stage; prints the final test table and the MLflow UI address."""
     from tvifm.data.stats import format_stats, stats_for
-    from tvifm.engine.evaluate import format_results
     from tvifm.engine.job import ray_session, tracking_session, train_job
+    from tvifm.eval.offline import format_results
 
     timer = _Timer()
     embedded = not (cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"))  # decided before we set it

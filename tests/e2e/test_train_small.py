@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from tvifm.checkpoint import CheckpointError
 from tvifm.cli import main as cli
-from tvifm.engine.checkpoint import CheckpointError
-from tvifm.engine.evaluate import evaluate_run
 from tvifm.engine.trainer import train
+from tvifm.eval.offline import evaluate_run
 
 pytestmark = pytest.mark.slow
 

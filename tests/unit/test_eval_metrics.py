@@ -1,4 +1,4 @@
-"""tvifm.eval.evaluate: hand-worked protocol cases, equality with a per-query loop, properties, errors."""
+"""tvifm.eval.offline: hand-worked protocol cases, equality with a per-query loop, properties, errors."""
 
 from __future__ import annotations
 

@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from tvifm.checkpoint import save_model, write_json
 from tvifm.config import load_config, save_config
 from tvifm.config.loader import config_hash
-from tvifm.engine.checkpoint import save_model, write_json
-from tvifm.models.tvifm import TVIFM
-from tvifm.tracking.model_source import (
+from tvifm.models.factory import load_model
+from tvifm.models.source import (
     ModelSourceError,
-    load_served_model,
     parse_model_source,
     resolve_model,
 )
+from tvifm.models.tvifm import TVIFM
 
 OVERRIDES = ["data.image_size=[64,32]", "backbone.tiny_widths=[16,16,32,32]", "text.context_length=32"]
 
@@ -26,7 +26,7 @@ def _run_dir(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     cfg = load_config("tiny", OVERRIDES)
     save_config(cfg, path)
-    save_model(TVIFM(cfg, num_classes=4), path / "model.safetensors")
+    save_model(TVIFM(cfg.backbone, cfg.text, num_classes=4), path / "model.safetensors")
     write_json(path / "meta.json", {"stage": "joint", "num_classes": 4})
     return path
 
@@ -55,13 +55,13 @@ def test_malformed_sources_are_rejected(source: str) -> None:
 
 def test_checkpoint_directory_loads_with_identity(tmp_path: Path) -> None:
     run = _run_dir(tmp_path / "run")
-    resolved = resolve_model(str(run))
-    model, info = load_served_model(resolved)
+    loaded = load_model(run)
+    model, info = loaded.model, loaded.info
     assert info.config_hash == config_hash(load_config("tiny", OVERRIDES))
     assert info.name is None and info.version is None and info.stage == "joint"
     assert info.dim == model.dim == 32 and info.image_size == [64, 32]
     other = _run_dir(tmp_path / "other", seed=1)
-    assert load_served_model(resolve_model(str(other)))[1].fingerprint != info.fingerprint
+    assert load_model(other).info.fingerprint != info.fingerprint
     (run / "meta.json").unlink()
     with pytest.raises(ModelSourceError, match=r"missing meta\.json"):
         resolve_model(str(run))
@@ -100,9 +100,9 @@ def test_registry_alias_resolves_to_version_and_checkpoint(
     try:
         assert (prod.version, prod.alias) == (version, "production")
         assert (pinned.version, pinned.alias) == (version, "production")
-        info = load_served_model(prod)[1]
+        info = load_model("models:/tvifm@production", tracking_uri=uri).info
         assert (info.name, info.version, info.alias) == ("tvifm", version, "production")
-        assert info.fingerprint == load_served_model(resolve_model(str(run)))[1].fingerprint
+        assert info.fingerprint == load_model(run).info.fingerprint
         with pytest.raises(ModelSourceError, match="staging"):
             resolve_model("models:/tvifm@staging", uri)
     finally:

@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
+from tvifm.checkpoint import CheckpointError, load_model, save_model
 from tvifm.config import load_config
-from tvifm.engine.checkpoint import CheckpointError, load_model, save_model
 from tvifm.models import TVIFM, TwoStreamResNet, semantic_filtered_fusion
 from tvifm.models.text import TextEncoder, build_tokenizer
 
@@ -19,6 +19,11 @@ def _cfg(*overrides: str):
     return load_config(
         "tiny", ["data.image_size=[64, 32]", "backbone.tiny_widths=[8, 16, 16, 32]", *overrides]
     )
+
+
+def _model(num_classes: int) -> TVIFM:
+    cfg = _cfg()
+    return TVIFM(cfg.backbone, cfg.text, num_classes=num_classes)
 
 
 def _batch(n: int = 4) -> dict:
@@ -53,7 +58,7 @@ def test_batches_of_both_modalities_pass_the_shared_stages_with_the_statistics_i
     and all images together in the shared stages' BatchNorm, so the running statistics that inference
     uses are the ones training normalised with; separate passes would leave them fitting no batch and
     open a modality gap at test time."""
-    model = TVIFM(_cfg(), num_classes=5)
+    model = _model(5)
     model.set_stage("base")
     for module in model.backbone.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -95,7 +100,7 @@ def test_last_stride_one_keeps_a_larger_final_map() -> None:
 
 
 def test_forward_returns_stacked_features_and_logits() -> None:
-    model = TVIFM(_cfg(), num_classes=5)
+    model = _model(5)
     model.set_stage("joint")
     out = model(_batch(), ["visible", "ir", "fusion", "visible_text"])
     assert out["features"].shape == (16, model.dim)
@@ -108,7 +113,7 @@ def test_forward_returns_stacked_features_and_logits() -> None:
 def test_fusion_formula() -> None:
     a, b, c = torch.randn(3, 2, 8).unbind(0)
     assert torch.allclose(semantic_filtered_fusion(a, b, c), a + b - c)
-    model = TVIFM(_cfg(), num_classes=2)
+    model = _model(2)
     model.set_stage("joint")
     model.eval()
     batch = _batch(2)
@@ -117,7 +122,7 @@ def test_fusion_formula() -> None:
 
 
 def _grads_after_step(stage: str, streams: list[str]) -> tuple[TVIFM, dict[str, bool]]:
-    model = TVIFM(_cfg(), num_classes=2)
+    model = _model(2)
     model.set_stage(stage)
     model.train()
     out = model(_batch(), streams)
@@ -137,7 +142,7 @@ def test_stage_base_trains_backbone_and_head_only() -> None:
 
 
 def test_stage_joint_freezes_backbone_and_trains_text_and_head() -> None:
-    model = TVIFM(_cfg(), num_classes=2)
+    model = _model(2)
     model.set_stage("joint")
     stats = {k: v.clone() for k, v in model.backbone.state_dict().items() if "running" in k}
     model, grads = _grads_after_step("joint", ["visible", "visible_ca", "ir", "fusion", "visible_text"])
@@ -149,7 +154,7 @@ def test_stage_joint_freezes_backbone_and_trains_text_and_head() -> None:
     assert grads["text.tower.text_projection"] and grads["text.tower.positional_embedding"]
     assert grads["head.classifier.weight"]
     # a joint-stage forward in train mode must not move the frozen backbone's BatchNorm statistics
-    model2 = TVIFM(_cfg(), num_classes=2)
+    model2 = _model(2)
     model2.set_stage("joint")
     model2.backbone.load_state_dict({**model2.backbone.state_dict(), **stats})
     model2.train()
@@ -161,19 +166,19 @@ def test_stage_joint_freezes_backbone_and_trains_text_and_head() -> None:
 
 def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path) -> None:
     cfg = _cfg()
-    model = TVIFM(cfg, num_classes=3).eval()
+    model = TVIFM(cfg.backbone, cfg.text, num_classes=3).eval()
     x = torch.randn(2, 3, *SIZE)
     tokens = model.tokenize(["a woman with a blue bag"])
     save_model(model, tmp_path / "model.safetensors")
     torch.manual_seed(123)  # a different initialisation, overwritten by the checkpoint
-    again = TVIFM(cfg, num_classes=3).eval()
+    again = TVIFM(cfg.backbone, cfg.text, num_classes=3).eval()
     load_model(again, tmp_path / "model.safetensors")
     with torch.no_grad():
         assert torch.equal(
             model.head.embed(model.encode_image(x, "ir")), again.head.embed(again.encode_image(x, "ir"))
         )
         assert torch.equal(model.encode_text(tokens), again.encode_text(tokens))
-    wrong = TVIFM(cfg, num_classes=4)
+    wrong = TVIFM(cfg.backbone, cfg.text, num_classes=4)
     with pytest.raises(CheckpointError, match="does not fit"):
         load_model(wrong, tmp_path / "model.safetensors")
 
@@ -208,7 +213,7 @@ def test_paper_scale_checkpoints_load_through_the_real_code_path(tmp_path) -> No
             "text.arch=RN50",
         ],
     )
-    model = TVIFM(cfg, num_classes=4).eval()
+    model = TVIFM(cfg.backbone, cfg.text, num_classes=4).eval()
     assert model.dim == 2048 and model.text.arch.layers == 12 and model.text.arch.width == 512
     assert torch.equal(model.text.tower.token_embedding.weight, clip.token_embedding.weight)
     assert torch.equal(model.text.tower.text_projection, clip.text_projection)

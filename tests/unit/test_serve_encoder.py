@@ -11,16 +11,10 @@ from PIL import Image
 
 from tvifm.config import load_config
 from tvifm.data.base import Sample
-from tvifm.engine.inference import embed, encode_images, encode_texts
+from tvifm.eval.embeddings import encode_images
+from tvifm.models.query import MODE_NEEDS, target_modality
 from tvifm.models.tvifm import TVIFM
-from tvifm.serve.encoder import (
-    MODE_NEEDS,
-    BadImageError,
-    Encoder,
-    ImageTooLargeError,
-    decode_image,
-    target_modality,
-)
+from tvifm.serve.encoder import BadImageError, Encoder, ImageTooLargeError, decode_image
 
 
 def _png(size: tuple[int, int], colour: tuple[int, int, int] = (10, 200, 30)) -> bytes:
@@ -54,7 +48,7 @@ def tiny_model() -> TVIFM:
     cfg = load_config(
         "tiny", ["data.image_size=[64,32]", "backbone.tiny_widths=[16,16,32,32]", "text.context_length=32"]
     )
-    model = TVIFM(cfg, num_classes=4)
+    model = TVIFM(cfg.backbone, cfg.text, num_classes=4)
     model.set_stage("joint")
     return model.eval()
 
@@ -73,11 +67,11 @@ def test_embeddings_equal_the_offline_inference(tiny_model: TVIFM, tmp_path: Pat
     offline = encode_images(tiny_model, samples, [64, 32])
     torch.testing.assert_close(f_ir, offline, rtol=1e-4, atol=1e-5)
 
-    texts = encode_texts(tiny_model, ["a man in a red coat", "a man in a coat"])
+    texts = tiny_model.encode_texts(["a man in a red coat", "a man in a coat"])
     q = enc.query_embedding("ensemble", f_ir[0], texts[0], texts[1])
-    fusion = embed(tiny_model, tiny_model.fuse(offline[:1], texts[:1], texts[1:]))
-    expected = (fusion + embed(tiny_model, offline[:1]) + embed(tiny_model, texts[:1])) / 3
+    fusion = tiny_model.embed(tiny_model.fuse(offline[:1], texts[:1], texts[1:]))
+    expected = (fusion + tiny_model.embed(offline[:1]) + tiny_model.embed(texts[:1])) / 3
     torch.testing.assert_close(q, expected[0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(
-        enc.query_embedding("text", description=texts[0]), embed(tiny_model, texts[:1])[0]
+        enc.query_embedding("text", description=texts[0]), tiny_model.embed(texts[:1])[0]
     )

@@ -1,4 +1,5 @@
-"""Typed configuration: dataclasses, YAML presets and ``key=value`` overrides."""
+"""Typed configuration: dataclasses by concern, YAML presets (``extends``) and ``section.key=value``
+overrides."""
 
 from tvifm.config.loader import (
     available_presets,
@@ -6,6 +7,7 @@ from tvifm.config.loader import (
     load_config,
     parse_override,
     read_saved_config,
+    run_settings,
     save_config,
     to_dict,
 )
@@ -21,6 +23,7 @@ __all__ = [
     "load_config",
     "parse_override",
     "read_saved_config",
+    "run_settings",
     "save_config",
     "to_dict",
 ]

@@ -1,7 +1,8 @@
 """Load, validate, override and save :class:`~tvifm.config.schema.Config`.
 
 A config is built from the dataclass defaults, then a preset (a name in ``tvifm/config/presets`` or a
-YAML file path), then ``key=value`` overrides with dotted keys (``data.ids_per_batch=4``; values are
+YAML file path; a preset may name another one under ``extends:`` and override only what differs), then
+``section.key=value`` overrides with dotted keys (``data.ids_per_batch=4``; values are
 parsed as YAML, so ``data.image_size=[64,32]`` and ``data.flip=false`` work). Every step is validated:
 unknown keys, wrong types, values outside a ``Literal`` set or below a ``min`` in field metadata raise
 :class:`~tvifm.errors.ConfigError` naming the key and what is allowed.
@@ -25,7 +26,12 @@ from tvifm.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "presets"
 CONFIG_FILENAME = "config.yaml"
+EXTENDS = "extends"
 T = TypeVar("T")
+# What a training run depends on (docs/design.md, "Settings by concern"): the data, the model and the
+# optimisation of its stage. Captioning, serving, tracking and distributed-execution settings (and the
+# device, mixed precision and names) change without touching a run's identity.
+RUN_SECTIONS = ("seed", "data", "synth", "eval", "backbone", "text", "base", "joint")
 
 
 def available_presets() -> list[str]:
@@ -101,13 +107,24 @@ def read_saved_config(path: str | Path) -> Config:
     return from_dict(Config, _load_yaml(path))
 
 
+def run_settings(cfg: Config, stage: str | None = None) -> dict[str, Any]:
+    """The settings a training run depends on, as plain data: :data:`RUN_SECTIONS`, without the other
+    stage's section when ``stage`` is given (a finished stage-1 run is reused when only ``joint.*``
+    changed, and a stage-2 run when ``base.*``), and without ``synth`` for datasets it does not make."""
+    data = to_dict(cfg)
+    drop = {"joint": "base", "base": "joint"}.get(stage or "")
+    sections = [s for s in RUN_SECTIONS if s != drop and (s != "synth" or cfg.data.dataset == "synth")]
+    return {section: data[section] for section in sections}
+
+
 def config_hash(cfg: Config) -> str:
-    """A short stable hash of the resolved config (identifies the exact model a checkpoint rebuilds)."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
+    """A short stable hash of :func:`run_settings` (identifies the training a model comes from; a change
+    of captioning, serving, tracking or execution settings leaves it alone)."""
+    blob = json.dumps(run_settings(cfg), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _read_preset(preset: str | Path) -> dict[str, Any]:
+def _read_preset(preset: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = Path(preset)
     if path.suffix not in (".yaml", ".yml"):
         path = PRESET_DIR / f"{preset}.yaml"
@@ -118,7 +135,29 @@ def _read_preset(preset: str | Path) -> dict[str, Any]:
             )
     elif not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    return _load_yaml(path)
+    if path.resolve() in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
+        raise ConfigError(f"presets extend each other in a cycle: {chain}")
+    data = _load_yaml(path)
+    parent = data.pop(EXTENDS, None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: {EXTENDS} must name a preset or a YAML file, got {parent!r}")
+    if parent.endswith((".yaml", ".yml")) and not Path(parent).is_absolute():
+        parent = str(path.parent / parent)  # relative to the extending file
+    return merge(_read_preset(parent, (*seen, path.resolve())), data)
+
+
+def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``over``, section by section (lists and values are replaced, not merged)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:

@@ -31,7 +31,7 @@ class EvalSet:
     """Queries and gallery of one evaluation trial of one protocol."""
 
     name: str
-    protocol: str  # metric protocol for tvifm.eval.evaluate: "sysu", "regdb" or "llcm"
+    protocol: str  # metric protocol for tvifm.eval.offline: "sysu", "regdb" or "llcm"
     query: list[Sample]
     gallery: list[Sample]
     trial: int = 0

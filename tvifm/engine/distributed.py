@@ -35,8 +35,11 @@ from tvifm.data import storage
 from tvifm.engine.schedule import lr_factor
 from tvifm.engine.trainer import EpochCallback, EpochLog, Stage, Trainer
 from tvifm.errors import TvifmError
+from tvifm.models.run import RunDir
 
-RUN_SUBDIR = "run"
+RUN_SUBDIR = "run"  # the run directory inside each Ray Train checkpoint
+EXPORT_SUBDIR = "export"  # the finished run directory, next to a stage's checkpoints
+DEEPSPEED_SUBDIR = "deepspeed"  # each rank's DeepSpeed state inside the run directory's last/
 
 
 class DeepSpeedRunner:
@@ -107,11 +110,11 @@ class DeepSpeedRunner:
 
     def save_state(self, directory: Path) -> None:
         self.engine.save_checkpoint(
-            str(directory / "deepspeed"), tag="last", client_state={"epoch": self.epoch}
+            str(directory / DEEPSPEED_SUBDIR), tag="last", client_state={"epoch": self.epoch}
         )
 
     def load_state(self, directory: Path) -> None:
-        _, client = self.engine.load_checkpoint(str(directory / "deepspeed"), tag="last")
+        _, client = self.engine.load_checkpoint(str(directory / DEEPSPEED_SUBDIR), tag="last")
         if client is None:
             raise TvifmError(f"{directory}: no DeepSpeed state to resume from")
         self.epoch = int(client["epoch"])
@@ -171,7 +174,8 @@ def _report_sink(rank: int) -> Callable[[Path, EpochLog], None]:
             if rank == 0:
                 shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns("*.tmp", "*.old"))
             else:
-                shutil.copytree(run_dir / "last" / "deepspeed", target / "last" / "deepspeed")
+                shards = Path(RunDir.LAST, DEEPSPEED_SUBDIR)
+                shutil.copytree(run_dir / shards, target / shards)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     return report
@@ -246,13 +250,23 @@ def _absolute_in(section: Any) -> None:
             setattr(section, f.name, os.path.abspath(value))
 
 
+def stage_name(cfg: Config, stage: str) -> str:
+    """The Ray Train run name of ``stage``: ``<dist.run_name or config name>-<stage>``."""
+    return f"{cfg.dist.run_name or cfg.name}-{stage}"
+
+
+def export_uri(cfg: Config, stage: str) -> str:
+    """Where ``stage``'s finished run directory is exported (local path or ``s3://``)."""
+    return storage.join(cfg.dist.storage_path, stage_name(cfg, stage), EXPORT_SUBDIR)
+
+
 def run_stage(
     cfg: Config, stage: Stage, *, init_uri: str | None = None, callbacks: list[EpochCallback] | None = None
 ) -> StageOutcome:
     """Train one stage with Ray Train + DeepSpeed and export its run directory next to the checkpoints.
 
-    The exported run directory (``<storage_path>/<run_name>-<stage>/export``: config.yaml,
-    model.safetensors, meta.json, history.json) is what evaluation, the registry and serving read.
+    The exported run directory (:func:`export_uri`: a :class:`~tvifm.models.run.RunDir` without its
+    ``last/``) is what evaluation, the registry and serving read.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -260,7 +274,7 @@ def run_stage(
     cfg = absolute_paths(cfg)
     if init_uri and not storage.is_s3(init_uri):
         init_uri = os.path.abspath(init_uri)
-    name = f"{cfg.dist.run_name or cfg.name}-{stage}"
+    name = stage_name(cfg, stage)
     use_gpu = cfg.dist.use_gpu
     trainer = TorchTrainer(
         train_worker,
@@ -281,10 +295,10 @@ def run_stage(
     result = trainer.fit()
     if result.checkpoint is None:
         raise TvifmError(f"stage {stage}: training reported no checkpoint; see the Ray logs above")
-    export = storage.join(cfg.dist.storage_path, name, "export")
+    export = export_uri(cfg, stage)
     with result.checkpoint.as_directory() as d:
         run = Path(d) / RUN_SUBDIR
         for f in (p for p in run.iterdir() if p.is_file()):
             storage.write_bytes(storage.join(export, f.name), f.read_bytes())
-    meta = json.loads(storage.read_bytes(storage.join(export, "meta.json")))
+    meta = json.loads(storage.read_bytes(storage.join(export, RunDir.META)))
     return StageOutcome(stage, export, meta.get("best_epoch"), meta.get("best_val"))

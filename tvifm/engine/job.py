@@ -21,6 +21,8 @@ from tvifm.config.schema import Config
 from tvifm.data import storage
 from tvifm.engine.trainer import EpochCallback
 from tvifm.errors import TvifmError
+from tvifm.models.query import main_mode
+from tvifm.models.run import RunDir
 
 
 @contextmanager
@@ -69,11 +71,6 @@ class TrainJobResult:
     artifacts: list[Path] = field(default_factory=list)
 
 
-def main_mode(val: dict[str, Any] | None) -> str:
-    """The query mode a stage is selected on: ``ensemble`` after joint learning, ``ir`` before."""
-    return "ensemble" if val and "ensemble" in val else "ir"
-
-
 def train_job(cfg: Config, tracking_uri: str | None, *, evaluate: bool = True) -> TrainJobResult:
     """Run ``dist.stages`` with Ray Train + DeepSpeed, then evaluate, log and register the final model."""
     from tvifm.engine.distributed import run_stage
@@ -84,7 +81,7 @@ def train_job(cfg: Config, tracking_uri: str | None, *, evaluate: bool = True) -
     try:
         for stage in cfg.dist.stages:
             init = (
-                exports.get("base") or _existing_export(cfg, run_name, "base") if stage == "joint" else None
+                exports.get("base") or _existing_export(cfg, "base") if stage == "joint" else None
             )
             callbacks: list[EpochCallback] = _loggers(tracking_uri, run_id, stage)
             exports[stage] = run_stage(cfg, stage, init_uri=init, callbacks=callbacks).run_uri
@@ -124,9 +121,11 @@ def _finish(uri: str, run_id: str, status: str) -> None:
     finish_run(uri, run_id, status)
 
 
-def _existing_export(cfg: Config, run_name: str, stage: str) -> str:
-    uri = storage.join(cfg.dist.storage_path, f"{run_name}-{stage}", "export")
-    if not storage.exists(storage.join(uri, "model.safetensors")):
+def _existing_export(cfg: Config, stage: str) -> str:
+    from tvifm.engine.distributed import export_uri
+
+    uri = export_uri(cfg, stage)
+    if not storage.exists(storage.join(uri, RunDir.WEIGHTS)):
         raise TvifmError(
             f"stage joint needs the base stage's model at {uri}; run dist.stages=[base,joint] "
             "or the base stage first with the same dist.run_name"
@@ -141,8 +140,8 @@ def _local_copy(uri: str) -> Path:
 
 
 def _evaluate_and_log(cfg: Config, result: TrainJobResult, uri: str | None) -> None:
-    from tvifm.engine.evaluate import evaluate_run
-    from tvifm.engine.report import cmc_plot, markdown_table, ranked_grid
+    from tvifm.eval.offline import evaluate_run
+    from tvifm.eval.report import cmc_plot, markdown_table, ranked_grid
 
     result.report = evaluate_run(result.local_run, progress=False)
     out = Path(tempfile.mkdtemp(prefix="tvifm-eval-"))
@@ -153,7 +152,7 @@ def _evaluate_and_log(cfg: Config, result: TrainJobResult, uri: str | None) -> N
         out / "evaluation.md",
         cmc_plot(result.report, out / "cmc.png"),
         ranked_grid(result.local_run, out / "retrieval_grid.png"),
-        result.local_run / "config.yaml",
+        result.local_run / RunDir.CONFIG,
     ]
     result.artifacts = files
     if uri and result.mlflow_run_id:
@@ -165,7 +164,6 @@ def _evaluate_and_log(cfg: Config, result: TrainJobResult, uri: str | None) -> N
 def _register(cfg: Config, uri: str, run_id: str, local: Path) -> Any:
     from tvifm.tracking.mlflow_run import register_model
 
-    meta = json.loads((local / "meta.json").read_text())
-    val = meta.get("best_val") or {}
+    val = RunDir(local).meta().get("best_val") or {}
     rank1 = float(val.get(main_mode(val), {}).get("rank1", 0.0))
     return register_model(uri, run_id, local, cfg.tracking.registered_model, rank1)

@@ -3,7 +3,7 @@
 The loop owns data, epochs, validation, checkpoint selection and resume. The optimisation step is a
 :class:`StepRunner`: :class:`PlainRunner` here (optimiser, gradient clipping, mixed precision on GPU);
 the distributed driver hands the same loop a DeepSpeed-backed runner instead. Checkpoints are
-safetensors + JSON (:mod:`tvifm.engine.checkpoint`), the selected model is the best on the validation
+safetensors + JSON (:mod:`tvifm.checkpoint`), the selected model is the best on the validation
 identities (never the test set), and re-running into the same run directory resumes from ``last/``.
 """
 
@@ -15,27 +15,28 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tvifm.config.loader import read_saved_config, save_config, to_dict
+from tvifm import checkpoint as ckpt
+from tvifm.config.loader import run_settings, to_dict
 from tvifm.config.schema import Config, StageConfig
+from tvifm.data.base import DatasetSplits
 from tvifm.data.images import SkipReport
 from tvifm.data.registry import load_dataset
-from tvifm.data.sidecars import load_text_for
+from tvifm.data.sidecars import TextIndex, load_text_for
 from tvifm.data.storage import local_dataset
-from tvifm.engine import checkpoint as ckpt
 from tvifm.engine.data import TrainSource, build_loader, ensure_validation, train_source
 from tvifm.engine.schedule import build_scheduler
-from tvifm.engine.validation import ValidationSet, validate
+from tvifm.eval.evaluator import Evaluator, ValidationSet
 from tvifm.losses import ReIDLoss
-from tvifm.models.tvifm import TVIFM
-
-Stage = Literal["base", "joint"]
+from tvifm.models.factory import create_model, resolve_device
+from tvifm.models.run import RunDir
+from tvifm.models.tvifm import TVIFM, Stage
 
 
 class StepRunner(Protocol):
@@ -132,24 +133,9 @@ EpochCallback = Callable[[EpochLog], None]
 CheckpointSink = Callable[[Path, EpochLog], None]
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def stage_config(cfg: Config, stage: Stage) -> StageConfig:
     """The optimisation settings of ``stage``."""
     return cfg.base if stage == "base" else cfg.joint
-
-
-def build_model(cfg: Config, num_classes: int, stage: Stage) -> TVIFM:
-    """A TVI-FM model with the trainable parameters of ``stage``."""
-    torch.manual_seed(cfg.seed)
-    model = TVIFM(cfg, num_classes)
-    model.set_stage(stage)
-    return model
 
 
 def seed_epoch(seed: int, epoch: int) -> None:
@@ -161,7 +147,11 @@ def seed_epoch(seed: int, epoch: int) -> None:
 
 
 class Trainer:
-    """Runs one stage into ``run_dir``; see the module docstring."""
+    """Runs one stage into ``run_dir``; see the module docstring.
+
+    ``splits``, ``model``, ``loss`` and ``evaluator`` replace the parts the trainer would build
+    (:meth:`build_splits`, :meth:`build_model`, :meth:`build_loss`, :meth:`build_evaluator`).
+    """
 
     def __init__(
         self,
@@ -176,8 +166,13 @@ class Trainer:
         callbacks: Sequence[EpochCallback] = (),
         checkpoint_sink: CheckpointSink | None = None,
         progress: bool = True,
+        splits: DatasetSplits | None = None,
+        model: TVIFM | None = None,
+        loss: nn.Module | None = None,
+        evaluator: Evaluator | None = None,
     ) -> None:
-        self.cfg, self.stage, self.run_dir = cfg, stage, Path(run_dir)
+        self.cfg, self.stage, self.run = cfg, stage, RunDir(run_dir)
+        self.run_dir = self.run.path
         self.checkpoint_sink = checkpoint_sink
         self.resumes: list[int] = []
         self.scfg = stage_config(cfg, stage)
@@ -186,21 +181,19 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.device = resolve_device(cfg.device)
         self.skipped = SkipReport()
-        splits = ensure_validation(
-            load_dataset(cfg.data.dataset, local_dataset(cfg.data.root), cfg.data.trial),
-            cfg.data.val_fraction,
-            cfg.seed,
+        self.splits = splits if splits is not None else self.build_splits()
+        text = load_text_for(self.splits)
+        self.source: TrainSource = train_source(self.splits, text)
+        self.evaluator = evaluator if evaluator is not None else self.build_evaluator(self.splits, text)
+        self.model = (model if model is not None else self.build_model(self.source.num_classes)).to(
+            self.device
         )
-        text = load_text_for(splits)
-        self.source: TrainSource = train_source(splits, text)
-        self.val = ValidationSet.from_splits(splits, text, cfg)
-        self.model = build_model(cfg, self.source.num_classes, stage).to(self.device)
         if init is not None:
             self._init_from(Path(init))
         self.model.set_stage(stage)
         factory = runner_factory or (lambda m, s: PlainRunner(m, s, self.device, cfg.amp))
         self.runner = factory(self.model, self.scfg)
-        self.loss_fn = ReIDLoss(self.scfg.loss)
+        self.loss_fn = loss if loss is not None else self.build_loss()
         self.loader, self.sampler = build_loader(
             cfg,
             self.source,
@@ -211,33 +204,54 @@ class Trainer:
             skipped=self.skipped,
         )
 
+    # -- parts (override in a subclass, or pass them to the constructor) ------------------------------
+    def build_splits(self) -> DatasetSplits:
+        """The configured dataset, with validation identities held out when it has none of its own."""
+        d = self.cfg.data
+        splits = load_dataset(d.dataset, local_dataset(d.root), d.trial)
+        return ensure_validation(splits, d.val_fraction, self.cfg.seed)
+
+    def build_model(self, num_classes: int) -> TVIFM:
+        """A new model for ``num_classes`` training identities, seeded by ``cfg.seed``."""
+        cfg = self.cfg
+        return create_model(cfg.backbone, cfg.text, num_classes, stage=self.stage, seed=cfg.seed)
+
+    def build_loss(self) -> nn.Module:
+        """The stage's identity + triplet loss, weighted by its ``loss`` settings."""
+        return ReIDLoss(self.scfg.loss)
+
+    def build_evaluator(self, splits: DatasetSplits, text: TextIndex | None) -> Evaluator:
+        """Checkpoint selection on the validation identities (never the test set)."""
+        return ValidationSet.from_splits(splits, text, self.cfg)
+
     def _init_from(self, init: Path) -> None:
-        base_cfg = read_saved_config(init)
+        base = RunDir(init)
+        base_cfg = base.config()
         for section in ("backbone", "text"):
             if to_dict(getattr(base_cfg, section)) != to_dict(getattr(self.cfg, section)):
                 raise ckpt.CheckpointError(
                     f"--init {init}: its {section} config differs from this run's; "
                     f"use the same {section}.* settings as the base run"
                 )
-        meta = ckpt.read_json(init / ckpt.META_FILE)
+        meta = base.meta()
         if meta["num_classes"] != self.source.num_classes:
             raise ckpt.CheckpointError(
                 f"--init {init} was trained on {meta['num_classes']} identities, this dataset has "
                 f"{self.source.num_classes}; initialise from a base run on the same training split"
             )
-        ckpt.load_model(self.model, init / ckpt.MODEL_FILE)
+        ckpt.load_model(self.model, base.weights)
 
     # -- the loop -----------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         """Train all remaining epochs; returns the selected epoch and the history."""
         start, best, history = self._resume()
         if self.rank == 0:
-            save_config(self.cfg, self.run_dir)
+            self.run.save_config(self.cfg)
         for epoch in range(start, self.scfg.epochs):
             log = self._epoch(epoch)
             if self._should_validate(epoch):
-                log.val = validate(self.model, self.val, self.stage, self.cfg)
-                score = self.val.score(log.val, self.stage)
+                log.val = self.evaluator.evaluate(self.model, self.stage)
+                score = self.evaluator.score(log.val)
                 if best is None or score > best[0]:
                     best = (score, epoch, log.val)
                     log.best = True
@@ -294,22 +308,32 @@ class Trainer:
     def _save(self, epoch: int, best: tuple | None, history: list[EpochLog], is_best: bool) -> None:
         """Write this epoch's state: ``last/`` on every rank (runner state may be sharded), the run
         files (selected model, meta, history) on rank 0."""
-        tmp = self.run_dir / (ckpt.LAST_DIR + ".tmp")
+        run = self.run
+        tmp = RunDir(run.path / (run.LAST + ".tmp"))
         history_json = [log.__dict__ for log in history]
         if self.rank == 0:
             if is_best:
-                ckpt.save_model(self.model, self.run_dir / ckpt.MODEL_FILE)
-            ckpt.save_model(self.model, tmp / ckpt.MODEL_FILE)
-            ckpt.write_json(
-                tmp / "trainer.json", {"epoch": epoch, "best": _best_json(best), "resumes": self.resumes}
-            )
-            ckpt.write_json(tmp / "history.json", history_json)
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.runner.save_state(tmp)
-        ckpt.replace_dir(tmp, self.run_dir / ckpt.LAST_DIR)
+                ckpt.save_model(self.model, run.weights)
+            ckpt.save_model(self.model, tmp.weights)
+            state = {"epoch": epoch, "best": _best_json(best), "resumes": self.resumes}
+            ckpt.write_json(tmp.path / run.TRAINER_STATE, state)
+            tmp.write_history(history_json)
+        tmp.path.mkdir(parents=True, exist_ok=True)
+        self.runner.save_state(tmp.path)
+        ckpt.replace_dir(tmp.path, run.last)
         if self.rank == 0:
-            ckpt.write_json(self.run_dir / ckpt.META_FILE, self._meta(epoch, best))
-            ckpt.write_json(self.run_dir / "history.json", history_json)
+            run.write_meta(self._meta(epoch, best))
+            run.write_history(history_json)
+
+    def _check_same_run(self, saved: Config) -> None:
+        """Refuse to resume a run whose settings differ, naming the first differing keys."""
+        old, new = run_settings(saved, self.stage), run_settings(self.cfg, self.stage)
+        if old != new:
+            keys = ", ".join(_differences(old, new)[:5])
+            raise ckpt.CheckpointError(
+                f"{self.run_dir} holds a run with different settings ({keys}); resume with the same "
+                "data, model and stage settings, or choose a new output directory"
+            )
 
     def _meta(self, epoch: int, best: tuple | None) -> dict[str, Any]:
         return {
@@ -326,30 +350,25 @@ class Trainer:
         }
 
     def _resume(self) -> tuple[int, tuple | None, list[EpochLog]]:
-        last = self.run_dir / ckpt.LAST_DIR
-        if not (last / "trainer.json").is_file():
+        state = self.run.last_state()
+        if state is None:
             return 0, None, []
-        saved = read_saved_config(self.run_dir)
-        if stage_settings(saved, self.stage) != stage_settings(self.cfg, self.stage):
-            raise ckpt.CheckpointError(
-                f"{self.run_dir} holds a run with a different config; resume with the same config "
-                "or choose a new --out directory"
-            )
-        ckpt.load_model(self.model, last / ckpt.MODEL_FILE)
-        self.runner.load_state(last)
-        state = ckpt.read_json(last / "trainer.json")
-        history = [EpochLog(**h) for h in ckpt.read_json(last / "history.json")]
+        self._check_same_run(self.run.config())
+        ckpt.load_model(self.model, self.run.last / RunDir.WEIGHTS)
+        self.runner.load_state(self.run.last)
+        history = [EpochLog(**h) for h in self.run.last_history()]
         best = state["best"]
         best_t = (tuple(best["score"]), best["epoch"], best["val"]) if best else None
         self.resumes = [*state.get("resumes", []), state["epoch"] + 1]
         return state["epoch"] + 1, best_t, history
 
 
-def stage_settings(cfg: Config, stage: str) -> dict[str, Any]:
-    """The settings a ``stage`` run depends on: the whole config but the other stage's section, so a
-    finished stage-1 run is reused when only ``joint.*`` changed (and a stage-2 run when ``base.*``)."""
-    other = "joint" if stage == "base" else "base"
-    return {key: value for key, value in to_dict(cfg).items() if key != other}
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested mappings."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
 
 
 def _best_json(best: tuple | None) -> dict[str, Any] | None:

@@ -13,10 +13,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tvifm.config.schema import Config
+from tvifm.config.schema import BackboneConfig, TextConfig
 from tvifm.data.base import Modality
 from tvifm.models.backbone import TwoStreamResNet
 from tvifm.models.heads import BNNeckHead, semantic_filtered_fusion
+from tvifm.models.query import IR_QUERY_MODES, check_modes, mer
 from tvifm.models.text import TextEncoder, build_tokenizer
 
 Stage = Literal["base", "joint"]
@@ -25,14 +26,16 @@ IMAGE_STREAMS: dict[str, Modality] = {"visible": "visible", "visible_ca": "visib
 
 
 class TVIFM(nn.Module):
-    """Text-enhanced VI-ReID model; see DESIGN.md section 2.
+    """Text-enhanced VI-ReID model; see docs/design.md, "The method".
 
-    ``num_classes`` is the number of training identities of the identity classifier.
+    Built from the two model sections of the config (``backbone``, ``text``); ``num_classes`` is the
+    number of training identities of the identity classifier. :func:`tvifm.models.create_model` and
+    :func:`tvifm.models.load_model` are the public ways to get one.
     """
 
-    def __init__(self, cfg: Config, num_classes: int) -> None:
+    def __init__(self, backbone: BackboneConfig, text: TextConfig, num_classes: int) -> None:
         super().__init__()
-        b, t = cfg.backbone, cfg.text
+        b, t = backbone, text
         self.backbone = TwoStreamResNet(
             b.arch, weights=b.weights, last_stride=b.last_stride, gem_p=b.gem_p, tiny_widths=b.tiny_widths
         )
@@ -75,6 +78,51 @@ class TVIFM(nn.Module):
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Text features (before the BNNeck), projected to the backbone's feature size."""
         return self.text(tokens)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """Text features ``(N, D)`` (before the BNNeck) on the CPU, in batches, in eval mode."""
+        self.eval()
+        parts = [
+            self.encode_text(self.tokenize(list(texts[i : i + batch_size]))).float().cpu()
+            for i in range(0, len(texts), batch_size)
+        ]
+        return torch.cat(parts) if parts else torch.empty(0, self.dim)
+
+    @torch.no_grad()
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """Retrieval embeddings of features: BNNeck (eval statistics) + L2 normalisation, on the CPU."""
+        self.eval()
+        return self.head.embed(features.to(self.head.bn.weight.device)).float().cpu()
+
+    @torch.no_grad()
+    def query_embeddings(
+        self,
+        modes: Sequence[str],
+        image: torch.Tensor | None = None,
+        description: torch.Tensor | None = None,
+        ir_caption: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Retrieval embeddings ``(N, D)`` of each requested query mode (:mod:`tvifm.models.query`).
+
+        ``image``: backbone features of the query images (IR images, or visible ones for ``rgb2ir``);
+        ``description``: text features of the visible-side descriptions ``T_rgb``; ``ir_caption``: text
+        features of the IR captions ``T_ir``. Only the inputs the requested modes need are required.
+        """
+        modes = check_modes(modes)
+        out: dict[str, torch.Tensor] = {}
+        if {"ir", "rgb2ir", "fusion", "ensemble"} & set(modes):
+            out["ir"] = self.embed(_required(image, "image features"))
+        if {"text", "fusion", "ensemble"} & set(modes):
+            out["text"] = self.embed(_required(description, "description features"))
+        if {"fusion", "ensemble"} & set(modes):
+            caption = _required(ir_caption, "IR caption features")
+            out["fusion"] = self.embed(self.fuse(image, description, caption))  # type: ignore[arg-type]
+        if "ensemble" in modes:
+            out["ensemble"] = mer(out["fusion"], out["ir"], out["text"])
+        if "rgb2ir" in modes:
+            out["rgb2ir"] = out["ir"]
+        return {mode: out[mode] for mode in modes}
 
     def fuse(self, ir_image: torch.Tensor, visible_text: torch.Tensor, ir_text: torch.Tensor) -> torch.Tensor:
         """Semantic filtered fusion of an IR image with the visible-side and IR descriptions."""
@@ -128,3 +176,12 @@ class TVIFM(nn.Module):
         if self.stage == "joint":
             self.backbone.eval()  # frozen: keep its BatchNorm statistics fixed
         return self
+
+
+def _required(value: torch.Tensor | None, what: str) -> torch.Tensor:
+    if value is None:
+        raise ValueError(f"{what} are required by the requested query modes")
+    return value
+
+
+__all__ = ["IR_QUERY_MODES", "TVIFM"]

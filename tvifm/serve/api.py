@@ -27,15 +27,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from tvifm.models.query import MODE_NEEDS, target_modality
 from tvifm.serve import schemas
 from tvifm.serve.config import ServeConfig
-from tvifm.serve.encoder import (
-    MODE_NEEDS,
-    BadImageError,
-    ImageTooLargeError,
-    decode_image,
-    target_modality,
-)
+from tvifm.serve.encoder import BadImageError, ImageTooLargeError, decode_image
 
 JSON_TYPE = "application/json"
 FORM_TYPE = "multipart/form-data"
@@ -84,7 +79,7 @@ class Backend(Protocol):
     has_captioner: bool
 
     async def model_info(self) -> dict[str, Any]:
-        """The served model's :class:`~tvifm.tracking.model_source.ModelInfo` as a dict."""
+        """The served model's :class:`~tvifm.models.source.ModelInfo` as a dict."""
         ...
 
     async def query(self, query: Query) -> dict[str, Any]:

@@ -26,9 +26,10 @@ from ray.serve.handle import DeploymentHandle
 
 from tvifm.data import storage
 from tvifm.errors import ConfigError
+from tvifm.models.query import MODE_NEEDS, query_modality
 from tvifm.serve.api import ApiError, Backend, NewItem, Query, create_api
 from tvifm.serve.config import ServeConfig, serve_config
-from tvifm.serve.encoder import MODE_NEEDS, Encoder, decode_image, query_modality
+from tvifm.serve.encoder import Encoder, decode_image
 from tvifm.serve.gallery import (
     ConcurrentWriteError,
     GalleryError,
@@ -63,13 +64,15 @@ class Embedder:
     """The model (and optional IR captioner): batched image/text encoding and query embeddings."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        from tvifm.tracking.model_source import load_served_model, resolve_model
+        from tvifm.models.factory import load_model
 
         cfg = serve_config(config)
         torch.set_num_threads(cfg.threads)
-        resolved = resolve_model(cfg.model, cfg.mlflow_tracking_uri, cfg.s3_endpoint)
-        model, self.info = load_served_model(resolved, cfg.device)
-        self.encoder = Encoder(model, self.info.image_size)
+        loaded = load_model(
+            cfg.model, device=cfg.device, tracking_uri=cfg.mlflow_tracking_uri, endpoint=cfg.s3_endpoint
+        )
+        self.info = loaded.info
+        self.encoder = Encoder(loaded.model, self.info.image_size)
         self.max_pixels = cfg.max_image_pixels
         self.captioner = self._load_captioner(cfg)
         _configure_batching(cfg, self.image_features, self.text_features, self.ir_captions)

@@ -1,32 +1,23 @@
 """Image decoding and the query/gallery embeddings of the service (plain torch, no Ray).
 
-The embeddings are exactly those of offline evaluation (:mod:`tvifm.engine.inference`): images go
-through :func:`tvifm.data.transforms.eval_transform` and the stem of their modality, texts through the
-CLIP text tower, every retrieval embedding is the BNNeck output L2-normalised, and
-
-- ``ir``: the IR image; ``rgb2ir``: a visible image (searched against IR gallery items);
-- ``text``: the witness description ``T_rgb``;
-- ``fusion``: ``f_ir + (f_T_rgb - f_T_ir)`` (semantic filtered fusion with the IR caption ``T_ir``);
-- ``ensemble`` (MER): the mean of the ``fusion``, ``ir`` and ``text`` embeddings.
+The embeddings are exactly those of offline evaluation: images go through
+:func:`tvifm.data.transforms.eval_transform` and the stem of their modality, texts through the text
+tower, and the query modes (:mod:`tvifm.models.query`) are computed by the model itself
+(:meth:`~tvifm.models.tvifm.TVIFM.query_embeddings`).
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from tvifm.data.transforms import eval_transform
-from tvifm.engine.inference import embed, encode_texts
 from tvifm.errors import TvifmError
 from tvifm.models.tvifm import TVIFM
 
-Mode = Literal["ir", "text", "fusion", "ensemble", "rgb2ir"]
-MODES: tuple[str, ...] = ("ir", "text", "fusion", "ensemble", "rgb2ir")
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF")
 
 
@@ -36,34 +27,6 @@ class BadImageError(TvifmError):
 
 class ImageTooLargeError(TvifmError):
     """An uploaded image has more pixels than the service accepts."""
-
-
-@dataclass(frozen=True)
-class ModeNeeds:
-    """Which inputs a query mode needs."""
-
-    image: bool
-    description: bool
-    ir_caption: bool
-
-
-MODE_NEEDS: dict[str, ModeNeeds] = {
-    "ir": ModeNeeds(True, False, False),
-    "text": ModeNeeds(False, True, False),
-    "fusion": ModeNeeds(True, True, True),
-    "ensemble": ModeNeeds(True, True, True),
-    "rgb2ir": ModeNeeds(True, False, False),
-}
-
-
-def query_modality(mode: str) -> str:
-    """Modality of the query image of ``mode`` (``visible`` for ``rgb2ir``, else ``ir``)."""
-    return "visible" if mode == "rgb2ir" else "ir"
-
-
-def target_modality(mode: str) -> str:
-    """Modality of the gallery items ``mode`` searches (``ir`` for ``rgb2ir``, else ``visible``)."""
-    return "ir" if mode == "rgb2ir" else "visible"
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
@@ -115,13 +78,12 @@ class Encoder:
 
     def text_features(self, texts: Sequence[str]) -> torch.Tensor:
         """Text features ``(N, D)`` before the BNNeck."""
-        return encode_texts(self.model, list(texts))
+        return self.model.encode_texts(list(texts))
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         """Retrieval embeddings (BNNeck + L2) of features."""
-        return embed(self.model, features)
+        return self.model.embed(features)
 
-    @torch.no_grad()
     def query_embedding(
         self,
         mode: str,
@@ -130,16 +92,8 @@ class Encoder:
         ir_caption: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The ``(D,)`` query embedding of ``mode`` from 1-D image/text *features*."""
-        if mode in ("ir", "rgb2ir"):
-            return self._embed1(image)
-        if mode == "text":
-            return self._embed1(description)
-        fused = self._embed1(self.model.fuse(image, description, ir_caption))
-        if mode == "fusion":
-            return fused
-        return (fused + self._embed1(image) + self._embed1(description)) / 3.0
-
-    def _embed1(self, feature: torch.Tensor | None) -> torch.Tensor:
-        if feature is None:
-            raise TvifmError("a query input this mode needs is missing")
-        return self.embed(feature.reshape(1, -1))[0]
+        rows = [None if f is None else f.reshape(1, -1) for f in (image, description, ir_caption)]
+        try:
+            return self.model.query_embeddings((mode,), *rows)[mode][0]
+        except ValueError as err:
+            raise TvifmError(f"a query input mode {mode!r} needs is missing: {err}") from err

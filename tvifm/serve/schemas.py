@@ -11,10 +11,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from tvifm.models.query import QUERY_MODES, QueryMode
 from tvifm.serve.config import ServeConfig
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}$"
-ModeName = Literal["ir", "text", "fusion", "ensemble", "rgb2ir"]
+ModeName = QueryMode
 ModalityName = Literal["visible", "ir"]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 MetaValue = bool | int | FiniteFloat | str | None
@@ -167,7 +168,7 @@ def search_form_schema(cfg: ServeConfig) -> dict[str, Any]:
             "image": {"type": "string", "format": "binary"},
             "description": text,
             "ir_caption": text,
-            "mode": {"type": "string", "enum": ["ir", "text", "fusion", "ensemble", "rgb2ir"]},
+            "mode": {"type": "string", "enum": list(QUERY_MODES)},
             "top_k": {"type": "integer", "minimum": 1, "maximum": cfg.max_top_k},
         },
     }

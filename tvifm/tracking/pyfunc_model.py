@@ -25,13 +25,13 @@ class TvifmPyfunc(mlflow.pyfunc.PythonModel):
     """Embeds images and texts with a TVI-FM checkpoint."""
 
     def load_context(self, context: Any) -> None:
-        from tvifm.engine.evaluate import load_run
+        from tvifm.models.factory import load_run
 
-        self.model, self.cfg, self.meta = load_run(context.artifacts["checkpoint"])
+        loaded = load_run(context.artifacts["checkpoint"])
+        self.model, self.cfg, self.meta = loaded.model, loaded.config, loaded.meta
 
     def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
         from tvifm.data.transforms import eval_transform
-        from tvifm.engine.inference import embed, encode_texts
 
         rows = list(zip(model_input["modality"], model_input["input"], strict=True))
         out = np.zeros((len(rows), self.model.dim), dtype=np.float32)
@@ -41,10 +41,11 @@ class TvifmPyfunc(mlflow.pyfunc.PythonModel):
                 idx = [i for i, (m, _) in enumerate(rows) if m == kind]
                 if idx:
                     x = torch.stack([tf(_decode(rows[i][1])) for i in idx])
-                    out[idx] = embed(self.model, self.model.encode_image(x, kind)).numpy()
+                    out[idx] = self.model.embed(self.model.encode_image(x, kind)).numpy()
             idx = [i for i, (m, _) in enumerate(rows) if m == "text"]
             if idx:
-                out[idx] = embed(self.model, encode_texts(self.model, [str(rows[i][1]) for i in idx])).numpy()
+                texts = self.model.encode_texts([str(rows[i][1]) for i in idx])
+                out[idx] = self.model.embed(texts).numpy()
         unknown = {m for m, _ in rows} - {"visible", "ir", "text"}
         if unknown:
             raise ValueError(f"unknown modality {sorted(unknown)}; use visible, ir or text")

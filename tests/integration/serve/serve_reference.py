@@ -1,5 +1,5 @@
 """Offline references for the service tests: the same model, gallery and queries through
-:mod:`tvifm.engine.inference`, and helpers to send SynthTri images to the service."""
+:mod:`tvifm.eval.embeddings`, and helpers to send SynthTri images to the service."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import torch
 from tvifm.data.base import Sample
 from tvifm.data.registry import load_dataset
 from tvifm.data.sidecars import TextIndex, all_samples, load_text_for
-from tvifm.engine.evaluate import load_run
-from tvifm.engine.inference import build_query_bank, gallery_embeddings, own_texts, witness_texts
+from tvifm.eval.embeddings import build_query_bank, gallery_embeddings, own_texts, witness_texts
+from tvifm.models import load_run
 from tvifm.models.tvifm import TVIFM
 
 ATOL = 1e-4
@@ -58,8 +58,8 @@ class Offline:
 
     @classmethod
     def load(cls, run_dir: Path) -> Offline:
-        model, cfg, _ = load_run(run_dir, "cpu")
-        return cls(model, list(cfg.data.image_size))
+        loaded = load_run(run_dir, "cpu")
+        return cls(loaded.model, list(loaded.config.data.image_size))
 
     def gallery(self, samples: list[Sample]) -> torch.Tensor:
         return gallery_embeddings(self.model, samples, self.size)

@@ -13,7 +13,7 @@ from PIL import Image
 from serve_reference import Offline, Synth, add_items, assert_same_ranking, b64, item_id, scores_by_id
 
 from tvifm.config.loader import config_hash, read_saved_config
-from tvifm.engine.inference import embed, encode_images, encode_texts
+from tvifm.eval.embeddings import encode_images
 from tvifm.serve.captioner import load_ir_captioner
 
 PREFIX = "s-"
@@ -97,9 +97,9 @@ def test_missing_ir_caption_is_generated_by_the_captioner(
     caption = captioner.caption([Image.open(query.path).convert("RGB")])[0]
     model, size = world["offline"].model, world["offline"].size
     f_ir = encode_images(model, [query], size)
-    t_rgb, t_ir = encode_texts(model, [description, caption]).chunk(2)
-    fusion = embed(model, model.fuse(f_ir, t_rgb, t_ir))[0]
-    ensemble = (fusion + embed(model, f_ir)[0] + embed(model, t_rgb)[0]) / 3
+    t_rgb, t_ir = model.encode_texts([description, caption]).chunk(2)
+    fusion = model.embed(model.fuse(f_ir, t_rgb, t_ir))[0]
+    ensemble = (fusion + model.embed(f_ir)[0] + model.embed(t_rgb)[0]) / 3
     visible, g_emb = world["visible"]
     ids = [item_id(s, PREFIX) for s in visible]
     with service.client() as client:

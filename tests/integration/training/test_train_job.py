@@ -108,13 +108,14 @@ def _pyfunc_matches_checkpoint(uri: str, model_uri: str, export: str, synth: Pat
     import torch
 
     from tvifm.data.registry import load_dataset
-    from tvifm.engine.evaluate import load_run
-    from tvifm.engine.inference import embed, encode_images, encode_texts
+    from tvifm.eval.embeddings import encode_images
+    from tvifm.models import load_run
 
     mlflow.set_tracking_uri(uri)
     pyfunc = mlflow.pyfunc.load_model(model_uri)
     local = storage.download_tree(export, Path(os.environ.get("TMPDIR", "/tmp")) / f"export-{time.time_ns()}")
-    model, cfg, _ = load_run(local)
+    loaded = load_run(local)
+    model, cfg = loaded.model, loaded.config
     splits = load_dataset("synth", synth)
     samples = [splits.test_gallery[0], splits.test_query[0]]
     text = "a man with short black hair wearing a red t - shirt and blue jeans"
@@ -124,8 +125,8 @@ def _pyfunc_matches_checkpoint(uri: str, model_uri: str, export: str, synth: Pat
     })  # fmt: skip
     got = pyfunc.predict(frame)
     with torch.no_grad():
-        images = embed(model, encode_images(model, samples, cfg.data.image_size)).numpy()
-        texts = embed(model, encode_texts(model, [text])).numpy()
+        images = model.embed(encode_images(model, samples, cfg.data.image_size)).numpy()
+        texts = model.embed(model.encode_texts([text])).numpy()
     np.testing.assert_allclose(got, np.concatenate([images, texts]), atol=1e-5)
 
 

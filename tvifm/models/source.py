@@ -1,15 +1,15 @@
-"""Where a model comes from (serving, evaluation): a run directory or the MLflow model registry.
+"""Where a model comes from (serving, evaluation, the pyfunc model): a run directory or the registry.
 
 A *model source* is either
 
-- a run directory (local path or ``s3://``) holding ``config.yaml``, ``model.safetensors`` and
-  ``meta.json`` (what training writes; :func:`tvifm.engine.evaluate.load_run` rebuilds the model), or
+- a run directory (local path or ``s3://``) as training writes it (:class:`tvifm.models.run.RunDir`), or
 - a registry URI ``models:/<name>@<alias>`` or ``models:/<name>/<version>``. The alias is first resolved
   to a version through ``MlflowClient.get_model_version_by_alias``, then ``models:/<name>/<version>`` is
   downloaded with ``mlflow.artifacts.download_artifacts``; its ``artifacts/checkpoint/`` folder is the
   run directory. Resolving once to a version means the weights and the reported version always agree.
 
-MLflow is imported only when a registry URI is resolved.
+MLflow is imported only when a registry URI is resolved; :func:`tvifm.models.load_model` builds the
+model of a resolved source.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ from typing import Any
 
 import yaml
 
-from tvifm.config.loader import config_hash
 from tvifm.data import storage
-from tvifm.engine import checkpoint as ckpt
 from tvifm.errors import TvifmError
+from tvifm.models.run import RunDir
 
 REGISTRY_PREFIX = "models:/"
 CHECKPOINT_SUBDIR = ("artifacts", "checkpoint")
@@ -120,7 +119,7 @@ def _local_checkpoint(uri: str, endpoint: str | None) -> Path:
 
 
 def _check_run_dir(run_dir: Path, source: str) -> None:
-    missing = [n for n in ("config.yaml", ckpt.MODEL_FILE, ckpt.META_FILE) if not (run_dir / n).is_file()]
+    missing = RunDir(run_dir).missing()
     if missing:
         raise ModelSourceError(
             f"{source}: not a tvifm run directory (missing {', '.join(missing)}); point serve.model at "
@@ -188,27 +187,7 @@ def checkpoint_dir(model_dir: Path) -> Path:
 def weights_digest(run_dir: Path) -> str:
     """A short SHA-256 of the model weights file."""
     digest = hashlib.sha256()
-    with (run_dir / ckpt.MODEL_FILE).open("rb") as fh:
+    with RunDir(run_dir).weights.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
-
-
-def load_served_model(resolved: ResolvedModel, device: str = "cpu") -> tuple[Any, ModelInfo]:
-    """Load the model of a resolved source; returns ``(TVIFM model in eval mode, ModelInfo)``."""
-    from tvifm.engine.evaluate import load_run
-
-    model, cfg, meta = load_run(resolved.run_dir, device)
-    chash = config_hash(cfg)
-    info = ModelInfo(
-        source=resolved.ref.source,
-        name=resolved.ref.name,
-        version=resolved.version,
-        alias=resolved.alias,
-        config_hash=chash,
-        fingerprint=f"{chash}-{weights_digest(resolved.run_dir)}",
-        stage=str(meta["stage"]),
-        dim=int(model.dim),
-        image_size=list(cfg.data.image_size),
-    )
-    return model, info

@@ -11,10 +11,11 @@ from tvifm.data.images import read_image
 from tvifm.data.registry import load_dataset
 from tvifm.data.sidecars import load_text_for
 from tvifm.data.storage import local_dataset
-from tvifm.engine.evaluate import METRIC_KEYS, load_run
-from tvifm.engine.inference import build_query_bank, gallery_embeddings
-from tvifm.engine.validation import protocol_sets
+from tvifm.eval.embeddings import build_query_bank, gallery_embeddings
+from tvifm.eval.evaluator import protocol_sets
+from tvifm.eval.offline import METRIC_KEYS
 from tvifm.eval.plots import RankedRow, plot_cmc, retrieval_grid
+from tvifm.models.factory import load_run
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -50,7 +51,8 @@ def ranked_grid(
     seed: int = 0,
 ) -> Path:
     """Top-``top_k`` visible gallery images for a few IR test queries (first trial of the first protocol)."""
-    model, cfg, meta = load_run(run_dir)
+    loaded = load_run(run_dir)
+    model, cfg, meta = loaded.model, loaded.config, loaded.meta
     if meta["stage"] != "joint":
         mode = "ir"
     splits = load_dataset(cfg.data.dataset, local_dataset(cfg.data.root), cfg.data.trial)

@@ -1,14 +1,8 @@
-"""Checkpoints as safetensors plus JSON, never pickles.
+"""Checkpoint files as safetensors plus JSON, never pickles.
 
-A run directory holds::
-
-    config.yaml           the resolved config (rebuilds the exact model)
-    model.safetensors     weights of the selected (best-on-validation) model
-    meta.json             stage, number of classes, selected epoch, validation metrics
-    last/                 the latest epoch, for resuming: model, optimiser and scheduler state, RNG state
-
-Nested state (optimiser/scheduler ``state_dict``s) is split into a flat tensor file and a JSON
-skeleton that refers to the tensors by key, so loading needs no unpickling.
+Weights are safetensors files; nested state (optimiser/scheduler ``state_dict``s) is split into a flat
+tensor file and a JSON skeleton that refers to the tensors by key, so loading needs no unpickling. What
+a run directory holds is :class:`tvifm.models.run.RunDir`'s business.
 """
 
 from __future__ import annotations
@@ -25,9 +19,6 @@ from safetensors.torch import load_file, save_file
 
 from tvifm.errors import TvifmError
 
-MODEL_FILE = "model.safetensors"
-META_FILE = "meta.json"
-LAST_DIR = "last"
 _TENSOR_REF = "__tensor__"
 
 
@@ -45,7 +36,7 @@ def load_model(model: torch.nn.Module, path: str | Path, strict: bool = True) ->
     """Load safetensors weights into ``model``, with a clear error when the shapes or keys differ."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no model weights here; expected {MODEL_FILE} written by training")
+        raise CheckpointError(f"{path}: no model weights here; expected the weights written by training")
     state = load_file(str(path))
     try:
         model.load_state_dict(state, strict=strict)

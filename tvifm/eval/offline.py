@@ -6,34 +6,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from tvifm.config.loader import config_hash, read_saved_config
-from tvifm.config.schema import Config
+from tvifm.config.loader import config_hash
 from tvifm.data.registry import load_dataset
 from tvifm.data.sidecars import load_text_for
 from tvifm.data.storage import local_dataset
-from tvifm.engine import checkpoint as ckpt
-from tvifm.engine.inference import QUERY_MODES
-from tvifm.engine.trainer import resolve_device
-from tvifm.engine.validation import evaluate_model, protocol_sets
-from tvifm.errors import TvifmError
-from tvifm.models.tvifm import TVIFM
+from tvifm.eval.evaluator import evaluate_model, protocol_sets
+from tvifm.models.factory import load_run
+from tvifm.models.query import STAGE_MODES, check_modes
+from tvifm.models.run import RunDir
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
-DEFAULT_MODES = {"base": ("ir", "rgb2ir"), "joint": ("ir", "text", "fusion", "ensemble", "rgb2ir")}
-
-
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[TVIFM, Config, dict[str, Any]]:
-    """Rebuild the exact model of a run directory from its saved config and safetensors weights."""
-    run_dir = Path(run_dir)
-    cfg = read_saved_config(run_dir)
-    meta = ckpt.read_json(run_dir / ckpt.META_FILE)
-    model = TVIFM(cfg, int(meta["num_classes"]))
-    ckpt.load_model(model, run_dir / ckpt.MODEL_FILE)
-    model.set_stage(meta["stage"])
-    model.to(resolve_device(device)).eval()
-    return model, cfg, meta
 
 
 def evaluate_run(
@@ -51,12 +33,10 @@ def evaluate_run(
     ``dataset``/``root``/``trial`` default to the run's training data; ``modes`` to every mode its
     stage supports; ``trials`` to the config's ``eval.trials``.
     """
-    model, cfg, meta = load_run(run_dir, cfg_device(run_dir))
+    loaded = load_run(run_dir, RunDir(run_dir).config().device)
+    model, cfg, meta = loaded.model, loaded.config, loaded.meta
     name = dataset or cfg.data.dataset
-    modes = tuple(modes or DEFAULT_MODES[meta["stage"]])
-    bad = set(modes) - set(QUERY_MODES)
-    if bad:
-        raise TvifmError(f"unknown --mode {sorted(bad)}; valid: {', '.join(QUERY_MODES)}")
+    modes = check_modes(modes or STAGE_MODES[meta["stage"]])
     splits = load_dataset(name, local_dataset(root or cfg.data.root), trial or cfg.data.trial)
     text = load_text_for(splits)
     sets = protocol_sets(
@@ -81,12 +61,6 @@ def evaluate_run(
         "config_hash": config_hash(cfg),
         "protocols": results,
     }
-
-
-def cfg_device(run_dir: str | Path) -> str:
-    """The device to evaluate on: the run's configured device, falling back to CPU without CUDA."""
-    device = read_saved_config(run_dir).device
-    return "cpu" if device == "cuda" and not torch.cuda.is_available() else device
 
 
 def format_results(report: dict[str, Any]) -> str:

@@ -1,27 +1,20 @@
-"""Encode queries and galleries per query mode and evaluate them with :mod:`tvifm.eval`.
+"""Embeddings of dataset samples for evaluation: gallery images and query banks per query mode.
 
-Query modes (DESIGN.md 2.7 and 4):
-
-- ``ir``: the IR image alone;
-- ``text``: the visible-side description alone;
-- ``fusion``: ``f_ir + (f_rgb_txt - f_ir_txt)``;
-- ``ensemble`` (MER): the mean of the BN-ed, L2-normalised ``fusion``, ``ir`` and ``text`` embeddings,
-  so the score against a gallery image is ``(<q_F, g> + <q_ir, g> + <q_T, g>) / 3``;
-- ``rgb2ir``: a visible image queried against an IR gallery (the reverse direction).
-
-Every embedding is the BNNeck output (running statistics) L2-normalised; distance = -inner product.
-The visible-side description of a query is, as in the Tri- protocol, the caption of a visible image of
-the same identity chosen with a seeded generator, and the IR caption is the query image's own.
+The query modes and their formulas belong to the model (:mod:`tvifm.models.query`,
+:meth:`~tvifm.models.tvifm.TVIFM.query_embeddings`); this module reads the samples' images and texts
+and hands the model their features. Every embedding is the BNNeck output (running statistics)
+L2-normalised; distance = -inner product. The visible-side description of a query is, as in the Tri-
+protocol, the caption of a visible image of the same identity chosen with a seeded generator, and the
+IR caption is the query image's own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tvifm.data.base import Sample
@@ -29,10 +22,8 @@ from tvifm.data.images import read_image
 from tvifm.data.sidecars import TextIndex
 from tvifm.data.transforms import eval_transform
 from tvifm.errors import TvifmError
+from tvifm.models.query import IR_QUERY_MODES, TEXT_MODES, check_modes
 from tvifm.models.tvifm import TVIFM
-
-QUERY_MODES = ("ir", "text", "fusion", "ensemble", "rgb2ir")
-TEXT_MODES = ("text", "fusion", "ensemble")
 
 
 class MissingTextError(TvifmError):
@@ -61,25 +52,6 @@ def encode_images(
                 x = torch.stack([tf(read_image(samples[i].path)) for i in idx]).to(device)
                 out[idx] = model.encode_image(x, modality).float().cpu()
     return out
-
-
-@torch.no_grad()
-def encode_texts(model: TVIFM, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-    """Text features ``(N, D)`` (before the BNNeck)."""
-    model.eval()
-    parts = [
-        model.encode_text(model.tokenize(list(texts[i : i + batch_size]))).float().cpu()
-        for i in range(0, len(texts), batch_size)
-    ]
-    return torch.cat(parts) if parts else torch.empty(0, model.dim)
-
-
-@torch.no_grad()
-def embed(model: TVIFM, features: torch.Tensor) -> torch.Tensor:
-    """BNNeck (eval statistics) + L2 normalisation: the retrieval embedding of features."""
-    model.eval()
-    device = model.head.bn.weight.device
-    return model.head.embed(features.to(device)).float().cpu()
 
 
 def witness_texts(
@@ -127,34 +99,21 @@ def build_query_bank(
     text: TextIndex | None,
     size: Sequence[int],
     *,
-    modes: Sequence[str] = ("ir", "text", "fusion", "ensemble"),
+    modes: Sequence[str] = IR_QUERY_MODES,
     seed: int = 0,
     batch_size: int = 128,
     progress: bool = False,
 ) -> QueryBank:
     """Embed IR queries for each requested mode (``rgb2ir`` is handled by swapping sets)."""
-    unknown = set(modes) - set(QUERY_MODES)
-    if unknown:
-        raise TvifmError(f"unknown query modes {sorted(unknown)}; valid: {', '.join(QUERY_MODES)}")
+    modes = check_modes(modes)
     f_ir = encode_images(model, queries, size, batch_size, progress)
-    bank = {"ir": embed(model, f_ir)}
+    t_rgb = t_ir = None
     if set(modes) & set(TEXT_MODES):
         if text is None:
             raise MissingTextError("text query modes need captions (Tri- sidecars); none were found")
-        t_rgb = encode_texts(model, witness_texts(queries, gallery_pool, text, seed))
-        t_ir = encode_texts(model, own_texts(queries, text))
-        bank["text"] = embed(model, t_rgb)
-        bank["fusion"] = embed(model, model.fuse(f_ir, t_rgb, t_ir))
-        bank["ensemble"] = (bank["fusion"] + bank["ir"] + bank["text"]) / 3.0
-    return QueryBank(list(queries), {m: bank[m] for m in modes if m in bank})
-
-
-def similarity(query: torch.Tensor, gallery: torch.Tensor) -> np.ndarray:
-    """Inner products ``(Q, G)`` as float32."""
-    return (query @ gallery.t()).numpy().astype(np.float32)
-
-
-Embedder = Callable[[Sequence[Sample]], torch.Tensor]
+        t_rgb = model.encode_texts(witness_texts(queries, gallery_pool, text, seed))
+        t_ir = model.encode_texts(own_texts(queries, text))
+    return QueryBank(list(queries), model.query_embeddings(modes, f_ir, t_rgb, t_ir))
 
 
 def gallery_embeddings(
@@ -165,9 +124,4 @@ def gallery_embeddings(
     progress: bool = False,
 ) -> torch.Tensor:
     """Retrieval embeddings of gallery images."""
-    return embed(model, encode_images(model, gallery, size, batch_size, progress))
-
-
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    """L2-normalise rows."""
-    return F.normalize(x, dim=-1)
+    return model.embed(encode_images(model, gallery, size, batch_size, progress))

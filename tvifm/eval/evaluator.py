@@ -1,23 +1,25 @@
 """Evaluation of a model on a dataset split: protocols x query modes, trial-averaged.
 
-Used for checkpoint selection on the validation identities during training (never the test set) and by
-``tvifm evaluate`` on the test split. Embeddings are computed once per sample and mode; every trial of
-every protocol then only indexes them.
+:class:`ValidationSet` is the trainer's default :class:`Evaluator` (checkpoint selection on the
+validation identities, never the test set); :mod:`tvifm.eval.offline` evaluates the test split.
+Embeddings are computed once per sample and mode; every trial of every protocol then only indexes them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from tvifm.config.schema import Config
 from tvifm.data.base import DatasetSplits, EvalSet, Sample
 from tvifm.data.sidecars import TextIndex
-from tvifm.engine.inference import build_query_bank, gallery_embeddings
 from tvifm.errors import TvifmError
 from tvifm.eval import evaluate_sets, llcm_eval_sets, regdb_eval_sets, sysu_eval_sets
+from tvifm.eval.embeddings import build_query_bank, gallery_embeddings
+from tvifm.models.query import IR_QUERY_MODES, main_mode
 from tvifm.models.tvifm import TVIFM
 
 SYSU_LIKE = ("sysu", "synth")
@@ -59,7 +61,7 @@ def evaluate_model(
     sets: dict[str, list[EvalSet]],
     text: TextIndex | None,
     cfg: Config,
-    modes: Sequence[str] = ("ir", "text", "fusion", "ensemble"),
+    modes: Sequence[str] = IR_QUERY_MODES,
     progress: bool = False,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """``{evaluation name: {mode: metrics}}``; reverse-direction evaluations use image features only."""
@@ -95,16 +97,31 @@ def _distinct(samples) -> list[Sample]:
     return list(dict.fromkeys(samples))
 
 
+class Evaluator(Protocol):
+    """What the trainer selects checkpoints with: metrics of a model and a score to maximise."""
+
+    def evaluate(self, model: TVIFM, stage: str) -> dict[str, dict[str, float]]:
+        """``{query mode: metrics}`` of ``model`` trained up to ``stage``."""
+        ...
+
+    def score(self, val: dict[str, dict[str, float]]) -> tuple[float, ...]:
+        """The selection score of :meth:`evaluate`'s result (higher is better)."""
+        ...
+
+
 @dataclass
 class ValidationSet:
-    """The validation evaluation used for checkpoint selection (validation identities only)."""
+    """The validation evaluation used for checkpoint selection (validation identities only): the
+    first protocol of the dataset, ``eval.val_trials`` gallery samplings, every mode the stage has."""
 
     name: str
     sets: dict[str, list[EvalSet]]
     text: TextIndex | None
+    cfg: Config
 
     @classmethod
     def from_splits(cls, splits: DatasetSplits, text: TextIndex | None, cfg: Config) -> ValidationSet:
+        """The validation set of ``splits`` (which must hold validation identities)."""
         if not splits.val_visible or not splits.val_ir:
             raise TvifmError(
                 f"{splits.root}: no validation identities; checkpoint selection needs a validation split "
@@ -114,20 +131,19 @@ class ValidationSet:
             splits.name, splits.val_visible, splits.val_ir, trials=cfg.eval.val_trials, seed=cfg.eval.seed
         )
         first = next(iter(all_sets))
-        return cls(first, {first: all_sets[first]}, text)
+        return cls(first, {first: all_sets[first]}, text, cfg)
 
     def modes(self, stage: str) -> tuple[str, ...]:
+        """The IR-side query modes a model of ``stage`` is validated on."""
         if stage == "base" or self.text is None:
             return ("ir",)
-        return ("ir", "text", "fusion", "ensemble")
+        return IR_QUERY_MODES
 
-    def score(self, val: dict[str, dict[str, float]], stage: str) -> tuple[float, float]:
-        """Selection score: (Rank-1, mAP) of the stage's main query mode."""
-        mode = "ensemble" if "ensemble" in val else "ir"
+    def evaluate(self, model: TVIFM, stage: str) -> dict[str, dict[str, float]]:
+        """``{mode: metrics}`` on the validation identities."""
+        return evaluate_model(model, self.sets, self.text, self.cfg, self.modes(stage))[self.name]
+
+    def score(self, val: dict[str, dict[str, float]]) -> tuple[float, float]:
+        """Selection score: (Rank-1, mAP) of the main query mode (:func:`~tvifm.models.query.main_mode`)."""
+        mode = main_mode(val)
         return (val[mode]["rank1"], val[mode]["mAP"])
-
-
-def validate(model: TVIFM, val: ValidationSet, stage: str, cfg: Config) -> dict[str, dict[str, float]]:
-    """``{mode: metrics}`` on the validation identities."""
-    results = evaluate_model(model, val.sets, val.text, cfg, val.modes(stage))
-    return results[val.name]
