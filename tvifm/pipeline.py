@@ -107,7 +107,7 @@ def mlflow_hint(cfg: Config, uri: str, embedded: bool) -> str:
 def run_pipeline(cfg: Config) -> PipelineResult:
     """Run every stage; prints the final test table and the MLflow UI address."""
     from tvifm.data.stats import format_stats, stats_for
-    from tvifm.engine.job import ray_session, tracking_session, train_job
+    from tvifm.engine.job import tracking_session, train_job, training_cluster
     from tvifm.eval.offline import format_results
 
     timer = _Timer()
@@ -115,7 +115,7 @@ def run_pipeline(cfg: Config) -> PipelineResult:
     if cfg.data.dataset == "synth":
         timer.run("SynthTri", prepare_synth, cfg)
     _say("dataset statistics:\n" + format_stats(stats_for(cfg.data.dataset, cfg.data.root, cfg.data.trial)))
-    with tracking_session(cfg) as uri, ray_session(cfg):
+    with tracking_session(cfg) as uri, training_cluster(cfg):
         timer.run("captioner fine-tuning", finetune_captioners, cfg)
         timer.run("captioning + augmentation (Ray Data)", caption_dataset, cfg)
         result = timer.run("training, evaluation, registry", train_job, cfg, uri)

@@ -77,6 +77,56 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_matches_an_uninterrupte
     assert [h.epoch for h in reused.history] == [0, 1, 2] and reused.best_epoch == straight.best_epoch
 
 
+def test_a_finished_run_is_reused_when_only_other_concerns_change(tiny_cfg, tmp_path) -> None:
+    """Captioning, serving, tracking and execution settings are not part of a training run."""
+    first = train(tiny_cfg("base.epochs=1"), "base", tmp_path / "run", progress=False)
+    weights = (tmp_path / "run" / "model.safetensors").read_bytes()
+    elsewhere = ("caption.actors=1", "serve.port=9001", "tracking.experiment=other", "dist.num_workers=2")
+    again = train(tiny_cfg("base.epochs=1", *elsewhere), "base", tmp_path / "run", progress=False)
+    assert [h.epoch for h in again.history] == [0] and again.best_epoch == first.best_epoch
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == weights  # nothing was retrained
+    with pytest.raises(CheckpointError, match=r"data\.random_erasing differ"):
+        train(tiny_cfg("base.epochs=1", "data.random_erasing=0.5"), "base", tmp_path / "run", progress=False)
+
+
+def test_the_trainer_takes_its_parts(tiny_cfg, tmp_path) -> None:
+    """A caller (an experiment, a subclass) hands the trainer its own loss and evaluator."""
+    import torch
+
+    from tvifm.engine.trainer import Trainer
+    from tvifm.losses import ReIDLoss
+
+    cfg = tiny_cfg("base.epochs=2", "base.eval_every=1")
+    seen: dict[str, list] = {"loss": [], "val": []}
+
+    class CountingLoss(ReIDLoss):
+        def forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            seen["loss"].append(1)
+            return super().forward(*args, **kwargs)
+
+    class LastEpochWins:
+        def evaluate(self, model: torch.nn.Module, stage: str) -> dict:
+            seen["val"].append(stage)
+            return {"ir": {"rank1": float(len(seen["val"])), "mAP": 0.0}}
+
+        def score(self, val: dict) -> tuple:
+            return (val["ir"]["rank1"],)
+
+    loss, evaluator = CountingLoss(cfg.base.loss), LastEpochWins()
+    trainer = Trainer(cfg, "base", tmp_path / "run", loss=loss, evaluator=evaluator, progress=False)
+    result = trainer.fit()
+    assert seen["val"] == ["base", "base"] and result.best_epoch == 1  # the evaluator's score selected
+    assert len(seen["loss"]) == sum(1 for _ in trainer.loader) * 2
+
+    class NoTriplet(Trainer):
+        def build_loss(self) -> torch.nn.Module:
+            seen["built"] = ["mine"]
+            return CountingLoss(cfg.base.loss)
+
+    NoTriplet(cfg, "base", tmp_path / "sub", progress=False)
+    assert seen["built"] == ["mine"]
+
+
 def test_cli_train_and_evaluate_json(tiny_cfg, small_synth, tmp_path, capsys) -> None:
     overrides = [
         f"{k}={v}" for k, v in _flat(tiny_cfg()).items() if k.startswith(("data.", "backbone.", "text."))
@@ -86,6 +136,7 @@ def test_cli_train_and_evaluate_json(tiny_cfg, small_synth, tmp_path, capsys) ->
         cli(
             [
                 "train",
+                "--local",
                 "--stage",
                 "base",
                 "--root",
@@ -109,6 +160,7 @@ def test_cli_train_and_evaluate_json(tiny_cfg, small_synth, tmp_path, capsys) ->
         cli(
             [
                 "train",
+                "--local",
                 "--stage",
                 "joint",
                 "--root",

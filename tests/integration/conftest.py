@@ -123,11 +123,12 @@ def synth_copy(synth_small: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_captioners(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Tiny RGB and IR captioners fine-tuned for 40 steps on :func:`synth_small`."""
-    from tvifm.captioning.entry import finetune_captioners
+    from tvifm.captioning.finetune import finetune
+    from tvifm.config import load_config
 
     out = tmp_path_factory.mktemp("captioners")
-    results = finetune_captioners(str(synth_small), "tiny", [*TINY_CAPTIONER, f"caption.captioner_dir={out}"])
-    return {r["modality"]: r["directory"] for r in results}
+    cfg = load_config("tiny", [*TINY_CAPTIONER, f"caption.captioner_dir={out}"])
+    return {r.modality: r.directory for r in finetune(str(synth_small), cfg, cfg.caption, progress=False)}
 
 
 @pytest.fixture(scope="session")

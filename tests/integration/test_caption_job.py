@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from tvifm.captioning.config import resolve_configs
 from tvifm.captioning.job import PARTS, build_manifest, done_set, run_caption_job
+from tvifm.config import load_config
 from tvifm.data.registry import load_dataset
 from tvifm.data.sidecars import all_samples, caption_dict_path, load_text_for, read_caption_file
 from tvifm.text.colour import has_colour
@@ -35,7 +35,7 @@ def test_job_captions_every_image_and_reports_corrupt_ones(
     broken, empty = "cam1/0002/0001.jpg", "cam4/0003/0002.jpg"
     (synth_copy / broken).write_bytes(b"this is not a jpeg")
     (synth_copy / empty).write_bytes(b"")
-    _, ccfg = resolve_configs("tiny", caption_job_overrides())
+    ccfg = load_config("tiny", caption_job_overrides()).caption
 
     result = run_caption_job(str(synth_copy), ccfg, progress=False)
 
@@ -89,7 +89,7 @@ def test_llm_augmenter_runs_as_its_own_stage(
         f"caption.llm_checkpoint={tiny_lm}",
         "caption.llm_max_new_tokens=8",
     )
-    _, ccfg = resolve_configs("tiny", overrides)
+    ccfg = load_config("tiny", overrides).caption
 
     result = run_caption_job(str(synth_copy), ccfg, progress=False)
 
@@ -108,7 +108,7 @@ def test_missing_captioner_is_reported_before_any_work(
 ) -> None:
     from tvifm.errors import ConfigError
 
-    _, ccfg = resolve_configs("tiny", [f"caption.captioner_dir={tmp_path / 'none'}"])
+    ccfg = load_config("tiny", [f"caption.captioner_dir={tmp_path / 'none'}"]).caption
     with pytest.raises(ConfigError, match="fine-tune one first"):
         run_caption_job(str(synth_copy), ccfg, progress=False)
 
@@ -152,7 +152,7 @@ def test_killed_job_resumes_without_losing_or_duplicating_rows(
     assert 0 < len(done_before) < len(visible)
     assert not list(parts.glob(".*")) or all(p.name.endswith(".tmp") for p in parts.glob(".*"))
 
-    _, ccfg = resolve_configs("tiny", caption_job_overrides())
+    ccfg = load_config("tiny", caption_job_overrides()).caption
     result = run_caption_job(str(synth_copy), ccfg, progress=False)
 
     counts = result.counts["visible"]

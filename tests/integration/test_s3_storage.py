@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tvifm.captioning.config import resolve_configs
 from tvifm.captioning.job import build_manifest, run_caption_job
+from tvifm.config import load_config
 from tvifm.data import storage
 from tvifm.data.sidecars import read_caption_file
 from tvifm.text.colour import has_colour
@@ -65,7 +65,7 @@ def test_captioning_reads_from_s3_and_writes_results_to_s3(
         "caption.actors=2",
         "caption.infer_batch_size=8",
     ]
-    _, ccfg = resolve_configs("tiny", overrides)
+    ccfg = load_config("tiny", overrides).caption
 
     result = run_caption_job(root, ccfg, progress=False)
 
@@ -89,16 +89,17 @@ def test_captioning_reads_from_s3_and_writes_results_to_s3(
 
 
 def test_captioner_fine_tuned_from_s3_data_is_saved_to_and_loaded_from_s3(
-    synth_small: Path, s3_bucket: str, tiny_captioner_overrides: list[str]
+    synth_small: Path, s3_bucket: str, tiny_captioner_overrides: list[str], capsys: pytest.CaptureFixture
 ) -> None:
-    from tvifm.captioning.entry import finetune_captioners
     from tvifm.captioning.model import load_captioner
+    from tvifm.cli import main as cli
 
     root, target = f"s3://{s3_bucket}/synthtri", f"s3://{s3_bucket}/models"
     storage.upload_tree(str(synth_small), root)
-    [summary] = finetune_captioners(
-        root, "tiny", [*tiny_captioner_overrides, f"caption.captioner_dir={target}"], ["visible"]
-    )
+    args = ["--root", root, "--modality", "visible", *tiny_captioner_overrides]
+    args.append(f"caption.captioner_dir={target}")
+    assert cli(["caption-finetune", *args]) == 0
+    [summary] = json.loads(capsys.readouterr().out)
     assert summary["directory"] == f"{target}/rgb"
     assert storage.exists(f"{target}/rgb/model.safetensors")
     captioner = load_captioner(f"{target}/rgb")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tvifm.captioning.config import CaptionConfig, caption_config, resolve_configs
+from tvifm.captioning.config import CaptionConfig, caption_config
 from tvifm.captioning.finetune import TrainPair, ir_pairs, load_pixels, rgb_pairs, train_captioner
 from tvifm.captioning.model import build_tiny_captioner, load_captioner, train_tokenizer
 from tvifm.captioning.quality import (
@@ -21,6 +21,7 @@ from tvifm.captioning.quality import (
     pid_of,
     score_captions,
 )
+from tvifm.config import load_config
 from tvifm.data.base import Sample
 from tvifm.data.images import SkipReport
 from tvifm.data.sidecars import Caption, TextIndex
@@ -190,15 +191,18 @@ def test_rgb_pairs_skip_uncaptioned_images() -> None:
 
 
 def test_caption_config_overrides_and_errors() -> None:
-    cfg, ccfg = resolve_configs("tiny", ["caption.actors=1", "caption.modalities=[ir]", "data.dataset=regdb"])
+    cfg = load_config("tiny", ["caption.actors=1", "caption.modalities=[ir]", "data.dataset=regdb"])
+    ccfg = cfg.caption
     assert isinstance(ccfg, CaptionConfig) and ccfg.actors == 1 and ccfg.modalities == ["ir"]
     assert cfg.data.dataset == "regdb"
     with pytest.raises(ConfigError, match=r"caption\.actorz"):
-        resolve_configs("tiny", ["caption.actorz=2"])
+        load_config("tiny", ["caption.actorz=2"])
     with pytest.raises(ConfigError, match=r"caption\.augmenter"):
-        caption_config({}, ["augmenter=vicuna"])
+        caption_config({}, ["caption.augmenter=vicuna"])
     with pytest.raises(ConfigError, match="too small"):
-        caption_config({}, ["actors=0"])
+        caption_config({}, ["caption.actors=0"])
+    with pytest.raises(ConfigError, match=r"caption\.key=value"):  # one override style for every job
+        caption_config({}, ["actors=1"])
 
 
 def _synth_captions(colour: bool) -> tuple[dict[str, str], dict[int, dict]]:

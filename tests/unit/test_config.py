@@ -11,6 +11,7 @@ from tvifm.config import (
     config_hash,
     load_config,
     read_saved_config,
+    run_settings,
     save_config,
 )
 from tvifm.errors import ConfigError
@@ -87,6 +88,34 @@ def test_save_and_read_round_trip(tmp_path) -> None:
     assert again == cfg
     assert config_hash(again) == config_hash(cfg)
     assert config_hash(load_config("tiny")) != config_hash(cfg)
+
+
+def test_a_run_is_identified_by_what_it_depends_on_only() -> None:
+    cfg = load_config("tiny")
+    elsewhere = ["caption.actors=1", "serve.port=9001", "tracking.experiment=other", "dist.num_workers=2"]
+    assert config_hash(load_config("tiny", [*elsewhere, "name=other", "device=cpu"])) == config_hash(cfg)
+    for key in ("data.image_size=[64,32]", "backbone.gem_p=4.0", "base.lr=0.1", "eval.val_trials=1"):
+        assert config_hash(load_config("tiny", [key])) != config_hash(cfg), key
+    # each stage ignores the other stage's section; SynthTri settings only matter for SynthTri
+    assert run_settings(load_config("tiny", ["joint.lr=0.1"]), "base") == run_settings(cfg, "base")
+    assert run_settings(load_config("tiny", ["base.lr=0.1"]), "joint") == run_settings(cfg, "joint")
+    sysu = load_config("tiny", ["data.dataset=sysu"])
+    assert run_settings(load_config("tiny", ["data.dataset=sysu", "synth.ids=8"])) == run_settings(sysu)
+
+
+def test_a_preset_extends_another_and_overrides_only_what_differs(tmp_path) -> None:
+    (tmp_path / "base.yaml").write_text("extends: tiny\njoint:\n  epochs: 9\n")
+    (tmp_path / "variant.yaml").write_text("extends: base.yaml\njoint:\n  text_aug_prob: 0.0\n")
+    cfg = load_config(tmp_path / "variant.yaml", ["joint.lr=0.5"])
+    tiny = load_config("tiny")
+    assert (cfg.joint.epochs, cfg.joint.text_aug_prob, cfg.joint.lr) == (9, 0.0, 0.5)
+    assert cfg.joint.streams == tiny.joint.streams and cfg.base == tiny.base  # the rest is tiny's
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "bad.yaml").write_text("extends: [tiny]\n")
+    with pytest.raises(ConfigError, match="extends must name a preset"):
+        load_config(tmp_path / "bad.yaml")
 
 
 def test_missing_saved_config_is_a_clear_error(tmp_path) -> None:

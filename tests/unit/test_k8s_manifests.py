@@ -483,9 +483,11 @@ def _train_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
             "Result", (), {"run_name": "r", "exports": {}, "mlflow_run_id": None, "registration": None}
         )
 
-    monkeypatch.setattr(module, "tracking_session", session)
-    monkeypatch.setattr(module, "ray_session", session)
-    monkeypatch.setattr(module, "train_job", train_job)
+    import tvifm.engine.job
+
+    monkeypatch.setattr(tvifm.engine.job, "tracking_session", session)
+    monkeypatch.setattr(tvifm.engine.job, "training_cluster", session)
+    monkeypatch.setattr(tvifm.engine.job, "train_job", train_job)
     assert module.main(argv) == 0
     return seen["cfg"], seen["evaluate"]
 
@@ -514,19 +516,24 @@ def _caption_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) ->
     module = load_module(REPO / "jobs" / "caption.py", f"caption_entry_{name.replace('-', '_')}")
     seen: dict[str, Any] = {}
 
-    def record(kind: str) -> Any:
-        def call(root: str, preset: str, overrides: list[str], *rest: Any) -> Any:
-            seen.update(kind=kind, root=root, preset=preset, overrides=list(overrides), rest=rest)
+    class Done:
+        def to_dict(self) -> dict[str, Any]:
             return {}
 
-        return call
+    def caption(root: str, ccfg: Any, dataset: str) -> Done:
+        seen.update(kind="caption", root=root, ccfg=ccfg, rest=())
+        return Done()
 
-    monkeypatch.setattr(module, "caption_dataset", record("caption"))
-    monkeypatch.setattr(module, "finetune_captioners", record("finetune"))
+    def finetune(root: str, cfg: Any, ccfg: Any, modalities: Any) -> list[Done]:
+        seen.update(kind="finetune", root=root, ccfg=ccfg, rest=(tuple(modalities),))
+        return []
+
+    import tvifm.captioning.finetune
+    import tvifm.captioning.job
+
+    monkeypatch.setattr(tvifm.captioning.job, "run_caption_job", caption)
+    monkeypatch.setattr(tvifm.captioning.finetune, "finetune", finetune)
     assert module.main(argv) == 0
-    from tvifm.captioning.config import resolve_configs
-
-    seen["cfg"], seen["ccfg"] = resolve_configs(seen["preset"], seen["overrides"])
     return seen
 
 

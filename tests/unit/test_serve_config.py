@@ -20,11 +20,13 @@ def test_defaults_are_valid_and_round_trip() -> None:
 def test_nested_sections_and_overrides() -> None:
     cfg = serve_config(
         {"model": "runs/joint", "embedder": {"autoscale": True, "max_replicas": 8}},
-        ["embedder.min_replicas=2", "max_top_k=50", "gallery_uri=s3://bucket/gallery"],
+        ["serve.embedder.min_replicas=2", "serve.max_top_k=50", "serve.gallery_uri=s3://bucket/gallery"],
     )
     assert cfg.embedder.autoscale and cfg.embedder.min_replicas == 2 and cfg.embedder.max_replicas == 8
     assert cfg.max_top_k == 50 and cfg.gallery_uri == "s3://bucket/gallery"
     assert cfg.ingress.num_cpus == 0.25  # the ingress section keeps its own defaults
+    with pytest.raises(ConfigError, match=r"serve\.key=value"):  # the one override style of every job
+        serve_config({}, ["port=9000"])
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,13 @@
-"""Captioning stage: BLIP captioner fine-tuning and Ray Data batch captioning (DESIGN.md 2.1-2.2).
+"""Captioning stage: BLIP captioner fine-tuning and Ray Data batch captioning (docs/design.md, "The
+method").
 
 Modules: :mod:`~tvifm.captioning.config` (``CaptionConfig``), :mod:`~tvifm.captioning.model` (build, load,
-save captioners), :mod:`~tvifm.captioning.finetune`, :mod:`~tvifm.captioning.job` (the Ray Data job),
-:mod:`~tvifm.captioning.quality` (attribute accuracy on SynthTri) and :mod:`~tvifm.captioning.entry`
-(what ``jobs/caption.py`` calls). Ray, transformers and boto3 are imported only when those run.
+save captioners), :mod:`~tvifm.captioning.finetune`, :mod:`~tvifm.captioning.job` (the Ray Data job) and
+:mod:`~tvifm.captioning.quality` (attribute accuracy on SynthTri); ``tvifm caption`` and
+``tvifm caption-finetune`` (:mod:`tvifm.cli`) run them. Ray, transformers and boto3 are imported only when
+those run.
 """
 
-from tvifm.captioning.config import CaptionConfig, resolve_configs
+from tvifm.captioning.config import CaptionConfig, caption_config
 
-__all__ = ["CaptionConfig", "resolve_configs"]
+__all__ = ["CaptionConfig", "caption_config"]

@@ -66,6 +66,18 @@ class FinetuneResult:
     seconds: float
     skipped: SkipReport = field(default_factory=SkipReport)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (what ``tvifm caption-finetune`` prints)."""
+        return {
+            "modality": self.modality,
+            "directory": self.directory,
+            "pairs": self.pairs,
+            "steps": self.steps,
+            "final_loss": round(self.final_loss, 4),
+            "seconds": round(self.seconds, 1),
+            "skipped": self.skipped.to_dict(),
+        }
+
 
 def rgb_pairs(samples: Sequence[Sample], text: TextIndex) -> list[TrainPair]:
     """(visible image, description) for every visible sample that has a caption."""

@@ -84,6 +84,25 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     return obj
 
 
+def load_section(
+    cls: type[T], name: str, data: Mapping[str, Any] | None = None, overrides: Iterable[str] = ()
+) -> T:
+    """One section of the config (``cls``, called ``name`` in the root config) from a mapping of its keys
+    plus ``name.key=value`` overrides, validated like a whole config (used where a process needs only its
+    own section: a Serve replica, a captioner)."""
+    merged = merge({}, data or {})
+    for item in overrides:
+        key, value = parse_override(item)
+        head, _, rest = key.partition(".")
+        if head != name or not rest:
+            raise ConfigError(
+                f"override {item!r}: {name} settings are given as {name}.key=value "
+                f"(for example {name}.{next(iter(f.name for f in dataclasses.fields(cls)))}=...)"
+            )
+        set_dotted(merged, rest, value)
+    return from_dict(cls, merged, prefix=f"{name}.")
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """The config as plain data (what :func:`save_config` writes)."""
     return dataclasses.asdict(cfg)

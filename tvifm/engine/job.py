@@ -1,6 +1,6 @@
 """The training job behind ``jobs/train.py``: tracking preflight, Ray, both stages, evaluation, registry.
 
-:func:`tracking_session` and :func:`ray_session` bring up what the job needs and tear down only what
+:func:`tracking_session` and :func:`training_cluster` bring up what the job needs and tear down only what
 they started (an embedded MLflow server, a local Ray); :func:`train_job` runs the configured stages
 with Ray Train + DeepSpeed, evaluates the final model on the test split, logs the artifacts and
 registers the model.
@@ -48,7 +48,7 @@ def tracking_session(cfg: Config) -> Iterator[str | None]:
 
 
 @contextmanager
-def ray_session(cfg: Config) -> Iterator[None]:
+def training_cluster(cfg: Config) -> Iterator[None]:
     """Ray for the job: the running one, ``dist.ray_address`` / ``RAY_ADDRESS``, or a local Ray big
     enough for ``dist.num_workers x dist.cpus_per_worker``; only a Ray started here is shut down."""
     from tvifm.cluster import ray_session as session

@@ -331,8 +331,8 @@ class Trainer:
         if old != new:
             keys = ", ".join(_differences(old, new)[:5])
             raise ckpt.CheckpointError(
-                f"{self.run_dir} holds a run with different settings ({keys}); resume with the same "
-                "data, model and stage settings, or choose a new output directory"
+                f"{self.run_dir} holds a run with a different config ({keys} differ); resume with the "
+                "same data, model and stage settings, or choose a new output directory"
             )
 
     def _meta(self, epoch: int, best: tuple | None) -> dict[str, Any]:

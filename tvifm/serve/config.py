@@ -12,39 +12,32 @@ from typing import Any
 
 import yaml
 
-from tvifm.config.loader import from_dict, parse_override, set_dotted, to_dict
+from tvifm.config.loader import load_section, to_dict
 from tvifm.config.schema import ServeConfig
 from tvifm.errors import ConfigError
 
-PREFIX = "serve."
-
 
 def serve_config(data: Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> ServeConfig:
-    """A validated :class:`ServeConfig` from a mapping plus ``key=value`` overrides (dotted for sections).
+    """A validated :class:`ServeConfig` from a mapping plus ``serve.key=value`` overrides.
 
     Unknown keys, wrong types and out-of-range values raise :class:`~tvifm.errors.ConfigError` naming
     the key and what is allowed.
     """
-    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in (data or {}).items()}
-    for item in overrides:
-        set_dotted(merged, *parse_override(item))
-    cfg = from_dict(ServeConfig, merged, prefix=PREFIX)
-    return cfg
+    return load_section(ServeConfig, "serve", data, overrides)
 
 
 def load_serve_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ServeConfig:
     """A :class:`ServeConfig` from a YAML file plus overrides.
 
-    The file holds either the fields at top level or a root-config file with a ``serve:`` section.
-    Overrides may carry the ``serve.`` prefix (``serve.port=9000`` and ``port=9000`` are the same).
+    The file holds either the fields at top level or a root-config file with a ``serve:`` section;
+    overrides are ``serve.key=value`` as in every job.
     """
     data: dict[str, Any] = {}
     if path is not None:
         data = _load_yaml(Path(path))
         section = data.get("serve")
         data = section if isinstance(section, Mapping) else data
-    stripped = [o[len(PREFIX) :] if o.startswith(PREFIX) else o for o in overrides]
-    return serve_config(data, stripped)
+    return serve_config(data, overrides)
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:

@@ -55,9 +55,9 @@ def test_job_serves_until_interrupted(
         "local",
         "--num-cpus",
         "2",
-        f"model={serve_assets.model_a}",
-        f"gallery_uri={tmp_path / 'gallery'}",
-        f"port={port}",
+        f"serve.model={serve_assets.model_a}",
+        f"serve.gallery_uri={tmp_path / 'gallery'}",
+        f"serve.port={port}",
     ]
     proc = subprocess.Popen(
         cmd,

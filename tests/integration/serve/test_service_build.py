@@ -55,7 +55,7 @@ def test_builder_with_args_as_a_rayservice_calls_it(tmp_path: Path) -> None:
 
 def test_print_config_job_prints_the_same_config() -> None:
     result = subprocess.run(
-        [sys.executable, "jobs/serve.py", "--print-config", "model=runs/joint", "serve.port=8100"],
+        [sys.executable, "jobs/serve.py", "--print-config", "serve.model=runs/joint", "serve.port=8100"],
         cwd=REPO,
         capture_output=True,
         text=True,
