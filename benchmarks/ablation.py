@@ -200,8 +200,8 @@ def _validation_run(run_dir: Path) -> tuple[Any, Config, Any, list[Any]]:
     """A run's model and config, its dataset splits, and the all-search trials on its validation ids."""
     from tvifm.data.registry import load_dataset
     from tvifm.data.storage import local_dataset
-    from tvifm.eval.offline import load_run
     from tvifm.eval.evaluator import protocol_sets
+    from tvifm.eval.offline import load_run
 
     model, cfg, _ = load_run(run_dir)
     splits = load_dataset(cfg.data.dataset, local_dataset(cfg.data.root), cfg.data.trial)
@@ -214,8 +214,8 @@ def _validation_run(run_dir: Path) -> tuple[Any, Config, Any, list[Any]]:
 def mer_terms(run_dir: Path) -> dict[str, float]:
     """All-search Rank-1 (percent) on the validation identities of each equal-weight sum in MER_TERMS."""
     from tvifm.data.sidecars import load_text_for
-    from tvifm.eval.embeddings import build_query_bank, gallery_embeddings
     from tvifm.eval import evaluate_sets
+    from tvifm.eval.embeddings import build_query_bank, gallery_embeddings
 
     model, cfg, splits, sets = _validation_run(run_dir)
     queries = list(dict.fromkeys(s for es in sets for s in es.query))
@@ -254,8 +254,8 @@ def stage1_figures(run_dir: Path) -> dict[str, float]:
 
     from tvifm.captioning.quality import read_truth
     from tvifm.data.base import EvalSet
-    from tvifm.eval.embeddings import gallery_embeddings
     from tvifm.eval import evaluate_sets
+    from tvifm.eval.embeddings import gallery_embeddings
 
     model, cfg, splits, sets = _validation_run(run_dir)
     samples = [*splits.val_visible, *splits.val_ir]

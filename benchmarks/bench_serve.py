@@ -105,14 +105,14 @@ def _free_port() -> int:
 def _make_model(out: Path) -> Path:
     import torch
 
+    from tvifm.checkpoint import save_weights, write_json
     from tvifm.config import load_config, save_config
-    from tvifm.checkpoint import save_model, write_json
     from tvifm.models.tvifm import TVIFM
 
     torch.manual_seed(0)
     cfg = load_config("tiny")
     save_config(cfg, out)
-    save_model(TVIFM(cfg.backbone, cfg.text, num_classes=8), out / "model.safetensors")
+    save_weights(TVIFM(cfg.backbone, cfg.text, num_classes=8), out / "model.safetensors")
     write_json(out / "meta.json", {"stage": "joint", "num_classes": 8})
     return out
 
@@ -214,10 +214,10 @@ def in_process_search(size: int, dim: int, repeat: int = 30) -> dict[str, float]
     import torch
     import torch.nn.functional as F
 
-    from tvifm.serve.gallery import GalleryIndex, Record
+    from tvifm.serve.gallery import EmbeddingIndex, Record
 
     torch.set_num_threads(1)  # as in the gallery-index replica (serve.index_threads)
-    index = GalleryIndex(dim)
+    index = EmbeddingIndex(dim)
     emb = F.normalize(torch.randn(size, dim, generator=torch.Generator().manual_seed(0)), dim=1)
     index.put([Record(f"r{i}", "visible") for i in range(size)], emb, [(0, i) for i in range(size)])
     one, batch = F.normalize(torch.randn(1, dim), dim=1), F.normalize(torch.randn(32, dim), dim=1)
@@ -230,9 +230,9 @@ def in_process_search(size: int, dim: int, repeat: int = 30) -> dict[str, float]
 def in_process_query(model_dir: Path, body: dict[str, Any], repeat: int = 20) -> float:
     """Median time to embed one query of ``body['mode']`` in process (decode, encode, fuse)."""
     import torch
+    from tvifm.tracking.model_source import load_served_model, resolve_model
 
     from tvifm.serve.encoder import MODE_NEEDS, Encoder, decode_image
-    from tvifm.tracking.model_source import load_served_model, resolve_model
 
     torch.set_num_threads(1)  # as in an embedding replica (serve.threads)
     model, info = load_served_model(resolve_model(str(model_dir)))

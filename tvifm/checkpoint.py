@@ -26,13 +26,13 @@ class CheckpointError(TvifmError):
     """A checkpoint is missing or does not match the model it should load into."""
 
 
-def save_model(model: torch.nn.Module, path: str | Path) -> None:
+def save_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Write the model's ``state_dict`` (contiguous, shared storage resolved) as safetensors."""
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     _atomic(Path(path), lambda tmp: save_file(state, str(tmp)))
 
 
-def load_model(model: torch.nn.Module, path: str | Path, strict: bool = True) -> None:
+def load_weights(model: torch.nn.Module, path: str | Path, strict: bool = True) -> None:
     """Load safetensors weights into ``model``, with a clear error when the shapes or keys differ."""
     path = Path(path)
     if not path.is_file():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tvifm.checkpoint import save_model, write_json
+from tvifm.checkpoint import save_weights, write_json
 from tvifm.config import load_config, save_config
 from tvifm.errors import TvifmError
 from tvifm.models import MODE_NEEDS, QUERY_MODES, RunDir, create_model, load_model, mer
@@ -24,7 +24,7 @@ def _run_dir(path: Path) -> Path:
     cfg = load_config("tiny", OVERRIDES)
     model = create_model(cfg.backbone, cfg.text, 4, stage="joint", seed=0)
     save_config(cfg, path)
-    save_model(model, path / RunDir.WEIGHTS)
+    save_weights(model, path / RunDir.WEIGHTS)
     write_json(path / RunDir.META, {"stage": "joint", "num_classes": 4})
     return path
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tvifm.checkpoint import save_model, write_json
+from tvifm.checkpoint import save_weights, write_json
 from tvifm.config import load_config, save_config
 from tvifm.config.loader import config_hash
 from tvifm.models.factory import load_model
@@ -26,7 +26,7 @@ def _run_dir(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     cfg = load_config("tiny", OVERRIDES)
     save_config(cfg, path)
-    save_model(TVIFM(cfg.backbone, cfg.text, num_classes=4), path / "model.safetensors")
+    save_weights(TVIFM(cfg.backbone, cfg.text, num_classes=4), path / "model.safetensors")
     write_json(path / "meta.json", {"stage": "joint", "num_classes": 4})
     return path
 

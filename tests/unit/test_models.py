@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from tvifm.checkpoint import CheckpointError, load_model, save_model
+from tvifm.checkpoint import CheckpointError, load_weights, save_weights
 from tvifm.config import load_config
 from tvifm.models import TVIFM, TwoStreamResNet, semantic_filtered_fusion
 from tvifm.models.text import TextEncoder, build_tokenizer
@@ -169,10 +169,10 @@ def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path) -> None:
     model = TVIFM(cfg.backbone, cfg.text, num_classes=3).eval()
     x = torch.randn(2, 3, *SIZE)
     tokens = model.tokenize(["a woman with a blue bag"])
-    save_model(model, tmp_path / "model.safetensors")
+    save_weights(model, tmp_path / "model.safetensors")
     torch.manual_seed(123)  # a different initialisation, overwritten by the checkpoint
     again = TVIFM(cfg.backbone, cfg.text, num_classes=3).eval()
-    load_model(again, tmp_path / "model.safetensors")
+    load_weights(again, tmp_path / "model.safetensors")
     with torch.no_grad():
         assert torch.equal(
             model.head.embed(model.encode_image(x, "ir")), again.head.embed(again.encode_image(x, "ir"))
@@ -180,7 +180,7 @@ def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path) -> None:
         assert torch.equal(model.encode_text(tokens), again.encode_text(tokens))
     wrong = TVIFM(cfg.backbone, cfg.text, num_classes=4)
     with pytest.raises(CheckpointError, match="does not fit"):
-        load_model(wrong, tmp_path / "model.safetensors")
+        load_weights(wrong, tmp_path / "model.safetensors")
 
 
 def test_tokenizer_is_the_clip_bpe_vocabulary() -> None:

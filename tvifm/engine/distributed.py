@@ -33,9 +33,9 @@ from tvifm.config.loader import from_dict, to_dict
 from tvifm.config.schema import Config, StageConfig
 from tvifm.data import storage
 from tvifm.engine.schedule import lr_factor
-from tvifm.engine.trainer import EpochCallback, EpochLog, Stage, Trainer
+from tvifm.engine.trainer import EpochCallback, Stage, Trainer
 from tvifm.errors import TvifmError
-from tvifm.models.run import RunDir
+from tvifm.models.run import EpochLog, RunDir
 
 RUN_SUBDIR = "run"  # the run directory inside each Ray Train checkpoint
 EXPORT_SUBDIR = "export"  # the finished run directory, next to a stage's checkpoints

@@ -35,7 +35,7 @@ from tvifm.engine.schedule import build_scheduler
 from tvifm.eval.evaluator import Evaluator, ValidationSet
 from tvifm.losses import ReIDLoss
 from tvifm.models.factory import create_model, resolve_device
-from tvifm.models.run import RunDir
+from tvifm.models.run import EpochLog, RunDir
 from tvifm.models.tvifm import TVIFM, Stage
 
 
@@ -101,21 +101,6 @@ class PlainRunner:
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB (Linux reports ``ru_maxrss`` in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-@dataclass
-class EpochLog:
-    """What one epoch did: mean losses, learning rate, validation metrics, training time (validation
-    excluded), images through the backbone and the peak resident memory of this process so far."""
-
-    epoch: int
-    losses: dict[str, float]
-    lr: float
-    seconds: float
-    images: int
-    val: dict[str, dict[str, float]] | None = None
-    best: bool = False
-    peak_rss_mb: float = 0.0
 
 
 @dataclass
@@ -239,7 +224,7 @@ class Trainer:
                 f"--init {init} was trained on {meta['num_classes']} identities, this dataset has "
                 f"{self.source.num_classes}; initialise from a base run on the same training split"
             )
-        ckpt.load_model(self.model, base.weights)
+        ckpt.load_weights(self.model, base.weights)
 
     # -- the loop -----------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -310,11 +295,11 @@ class Trainer:
         files (selected model, meta, history) on rank 0."""
         run = self.run
         tmp = RunDir(run.path / (run.LAST + ".tmp"))
-        history_json = [log.__dict__ for log in history]
+        history_json = [log.to_dict() for log in history]
         if self.rank == 0:
             if is_best:
-                ckpt.save_model(self.model, run.weights)
-            ckpt.save_model(self.model, tmp.weights)
+                ckpt.save_weights(self.model, run.weights)
+            ckpt.save_weights(self.model, tmp.weights)
             state = {"epoch": epoch, "best": _best_json(best), "resumes": self.resumes}
             ckpt.write_json(tmp.path / run.TRAINER_STATE, state)
             tmp.write_history(history_json)
@@ -354,7 +339,7 @@ class Trainer:
         if state is None:
             return 0, None, []
         self._check_same_run(self.run.config())
-        ckpt.load_model(self.model, self.run.last / RunDir.WEIGHTS)
+        ckpt.load_weights(self.model, self.run.last / RunDir.WEIGHTS)
         self.runner.load_state(self.run.last)
         history = [EpochLog(**h) for h in self.run.last_history()]
         best = state["best"]

@@ -82,7 +82,7 @@ def _load(resolved: ResolvedModel, device: str) -> LoadedModel:
     run = RunDir(resolved.run_dir)
     cfg, meta = run.config(), run.meta()
     model = TVIFM(cfg.backbone, cfg.text, int(meta["num_classes"]))
-    ckpt.load_model(model, run.weights)
+    ckpt.load_weights(model, run.weights)
     model.set_stage(meta["stage"])
     model.to(resolve_device(device)).eval()
     chash = config_hash(cfg)

@@ -5,7 +5,7 @@ A run directory (docs/design.md, "Run directory") holds::
     config.yaml           the resolved config the run depends on (rebuilds the exact model)
     model.safetensors     weights of the selected (best-on-validation) model
     meta.json             stage, identities, selected epoch, validation metrics, resumes, skipped images
-    history.json          one entry per epoch (losses, learning rate, validation, time, memory)
+    history.json          one :class:`EpochLog` per epoch (losses, learning rate, validation, time, memory)
     last/                 the latest epoch, for resuming: model.safetensors, trainer.json (epoch,
                           selection state), history.json and the optimiser state of each rank
 
@@ -15,13 +15,32 @@ read it through :class:`RunDir`; nothing else spells these file names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tvifm import checkpoint as ckpt
 from tvifm.config.loader import CONFIG_FILENAME, read_saved_config, save_config
 from tvifm.config.schema import Config
+
+
+@dataclass
+class EpochLog:
+    """What one epoch did: mean losses, learning rate, validation metrics, training time (validation
+    excluded), images through the backbone and the peak resident memory of this process so far."""
+
+    epoch: int
+    losses: dict[str, float]
+    lr: float
+    seconds: float
+    images: int
+    val: dict[str, dict[str, float]] | None = None
+    best: bool = False
+    peak_rss_mb: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (one entry of ``history.json``)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)

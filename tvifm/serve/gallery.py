@@ -1,6 +1,6 @@
 """The gallery: embeddings with ids, modality and metadata, exact inner-product search, and persistence.
 
-In memory (:class:`GalleryIndex`) the embeddings of each modality sit in one growable ``(N, D)`` float32
+In memory (:class:`EmbeddingIndex`) the embeddings of each modality sit in one growable ``(N, D)`` float32
 matrix; a search is one matrix product plus ``topk`` (exact). On storage (:class:`PersistentGallery`,
 local folder or ``s3://`` through :mod:`tvifm.data.storage`) the gallery is a *log of immutable
 segments* plus a manifest::
@@ -77,7 +77,7 @@ class Record:
 
 
 @dataclass(frozen=True)
-class Hit:
+class IndexHit:
     """One search result."""
 
     id: str
@@ -130,7 +130,7 @@ class _Shard:
         return torch.topk(queries @ self.rows().t(), k, dim=1)
 
 
-class GalleryIndex:
+class EmbeddingIndex:
     """The in-memory gallery: per-modality shards, every item's record and its stored location."""
 
     def __init__(self, dim: int) -> None:
@@ -184,7 +184,7 @@ class GalleryIndex:
         """Ids of one modality in row order."""
         return self.shards[modality].ids
 
-    def search(self, queries: torch.Tensor, modality: str, k: int) -> list[list[Hit]]:
+    def search(self, queries: torch.Tensor, modality: str, k: int) -> list[list[IndexHit]]:
         """Exact top-``k`` items of ``modality`` by inner product, for each query row."""
         shard = self.shards[modality]
         scores, rows = shard.search(queries.to(shard.matrix.dtype), k)
@@ -193,9 +193,9 @@ class GalleryIndex:
             for srow, rrow in zip(scores, rows, strict=True)
         ]
 
-    def _hit(self, item_id: str, score: float) -> Hit:
+    def _hit(self, item_id: str, score: float) -> IndexHit:
         rec = self.records[item_id]
-        return Hit(item_id, score, rec.modality, rec.metadata)
+        return IndexHit(item_id, score, rec.modality, rec.metadata)
 
     def embedding(self, item_id: str) -> torch.Tensor:
         """The stored embedding of one item."""
@@ -231,7 +231,7 @@ def _seg(seq: int, suffix: str) -> str:
 
 
 class PersistentGallery:
-    """A :class:`GalleryIndex` persisted under a storage URI (see the module docstring).
+    """A :class:`EmbeddingIndex` persisted under a storage URI (see the module docstring).
 
     Mutations are split into ``persist_*`` (storage I/O, reads the index only) and :meth:`apply` (fast,
     in-memory), so a server can persist in a worker thread while searches keep reading the index; the
@@ -247,7 +247,7 @@ class PersistentGallery:
         self.index = self._load_index()
         if len(self.index) == 0:  # an empty gallery adopts the served model (persisted with the next change)
             self.manifest.update(fingerprint=fingerprint, dim=dim)
-            self.index = GalleryIndex(dim)
+            self.index = EmbeddingIndex(dim)
 
     # --- reading --------------------------------------------------------------------------------------
     def _key(self, rel: str) -> str:
@@ -276,8 +276,8 @@ class PersistentGallery:
             raise GalleryError(f"{uri} is not a tvifm gallery manifest (expected format {FORMAT})")
         return manifest
 
-    def _load_index(self) -> GalleryIndex:
-        index = GalleryIndex(int(self.manifest["dim"]))
+    def _load_index(self) -> EmbeddingIndex:
+        index = EmbeddingIndex(int(self.manifest["dim"]))
         for seg in self.manifest["segments"]:
             records, emb = self._read_segment(int(seg["seq"]))
             dead = set(seg.get("dead", []))
@@ -429,7 +429,7 @@ class PersistentGallery:
     def apply(self, change: Change) -> None:
         """Apply a persisted change to the in-memory index (fast; no I/O)."""
         if change.rebuild:
-            self.index = GalleryIndex(int(change.manifest["dim"]))
+            self.index = EmbeddingIndex(int(change.manifest["dim"]))
         else:
             replaced = {r.id for r in change.records}
             for item_id in change.dropped:
@@ -480,8 +480,8 @@ class PersistentGallery:
             self.apply(compaction)
             self.collect_garbage(compaction)
 
-    def search(self, queries: torch.Tensor, modality: str, k: int) -> list[list[Hit]]:
-        """Exact top-``k`` search of ``modality`` items (see :meth:`GalleryIndex.search`)."""
+    def search(self, queries: torch.Tensor, modality: str, k: int) -> list[list[IndexHit]]:
+        """Exact top-``k`` search of ``modality`` items (see :meth:`EmbeddingIndex.search`)."""
         self._check_fresh()
         return self.index.search(queries, modality, k)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from tvifm.config.loader import config_hash, to_dict
 from tvifm.config.schema import Config
-from tvifm.engine.trainer import EpochLog
+from tvifm.models.run import EpochLog
 
 RUN_NAME_TAG = "tvifm.run_name"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")

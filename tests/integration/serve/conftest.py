@@ -65,14 +65,14 @@ def make_run_dir(path: Path, seed: int) -> Path:
     """A tvifm run directory of the tiny architecture with random weights (stage ``joint``)."""
     import torch
 
-    from tvifm.checkpoint import save_model, write_json
+    from tvifm.checkpoint import save_weights, write_json
     from tvifm.config import load_config, save_config
     from tvifm.models.tvifm import TVIFM
 
     torch.manual_seed(seed)
     cfg = load_config("tiny", MODEL_OVERRIDES)
     save_config(cfg, path)
-    save_model(TVIFM(cfg.backbone, cfg.text, num_classes=4), path / "model.safetensors")
+    save_weights(TVIFM(cfg.backbone, cfg.text, num_classes=4), path / "model.safetensors")
     write_json(path / "meta.json", {"stage": "joint", "num_classes": 4})
     return path
 
