@@ -12,6 +12,7 @@ import sys
 
 from tvifm.tracking.model_source import resolve_model
 
+from tvifm.data.registry import dataset_names
 from tvifm.errors import TvifmError
 from tvifm.eval.offline import evaluate_run, format_results
 
@@ -22,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tracking-uri", help="MLflow server for models:/ URIs (default: MLFLOW_TRACKING_URI)"
     )
-    parser.add_argument("--dataset", help="sysu, regdb, llcm or synth (default: the model's training data)")
+    parser.add_argument(
+        "--dataset",
+        choices=dataset_names(),
+        help="dataset to evaluate on (default: the model's training data)",
+    )
     parser.add_argument("--root", help="dataset directory (default: the model's data.root)")
     parser.add_argument("--trial", type=int, help="RegDB split 1..10")
     parser.add_argument("--mode", action="append", help="ir, text, fusion, ensemble, rgb2ir (repeatable)")

@@ -13,8 +13,6 @@ from collections.abc import Callable, Sequence
 
 from tvifm.errors import TvifmError
 
-DATASET_NAMES = ("synth", "sysu", "regdb", "llcm")
-
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from tvifm.data.synth import generate, parse_image_size
@@ -32,6 +30,13 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_choices() -> tuple[str, ...]:
+    """The names ``--dataset`` accepts: the dataset registry's (imported when the parser is built)."""
+    from tvifm.data.registry import dataset_names
+
+    return dataset_names()
+
+
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="generate SynthTri, inspect installed datasets")
     dsub = data.add_subparsers(dest="data_command", required=True)
@@ -42,7 +47,9 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--image-size", default="96x48", help="HxW of the written images (default 96x48)")
     synth.set_defaults(func=_cmd_synth)
     stats = dsub.add_parser("stats", help="image, identity and caption counts of a dataset root")
-    stats.add_argument("--dataset", required=True, choices=DATASET_NAMES)
+    stats.add_argument(
+        "--dataset", required=True, choices=_dataset_choices(), help="dataset layout of --root"
+    )
     stats.add_argument("--root", required=True)
     stats.add_argument("--trial", type=int, default=1, help="RegDB split 1..10 (default 1)")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
@@ -90,7 +97,11 @@ def _add_stage_commands(sub: argparse._SubParsersAction) -> None:
     tr.set_defaults(func=_cmd_train)
     ev = sub.add_parser("evaluate", help="test-split Rank-k/mAP/mINP of a run, per protocol and query mode")
     ev.add_argument("--checkpoint", required=True, help="run directory written by tvifm train")
-    ev.add_argument("--dataset", choices=DATASET_NAMES, help="default: the run's training dataset")
+    ev.add_argument(
+        "--dataset",
+        choices=_dataset_choices(),
+        help="dataset to evaluate on (default: the run's training dataset)",
+    )
     ev.add_argument("--root", help="dataset directory (default: the run's data.root)")
     ev.add_argument("--trial", type=int, help="RegDB split 1..10 (default: the run's)")
     ev.add_argument("--mode", action="append", help="ir, text, fusion, ensemble, rgb2ir (repeatable)")
