@@ -17,8 +17,6 @@ from typing import Any
 
 from tvifm.errors import TvifmError
 
-Command = Callable[[argparse.Namespace], int]
-
 
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2))
@@ -59,9 +57,10 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _dataset_names() -> tuple[str, ...]:
-    from tvifm.data.registry import DATASETS
+    """The names ``--dataset`` accepts: the dataset registry's (imported when the parser is built)."""
+    from tvifm.data.registry import dataset_names
 
-    return tuple(DATASETS)
+    return dataset_names()
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
@@ -74,7 +73,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--image-size", default="96x48", help="HxW of the written images (default 96x48)")
     synth.set_defaults(func=_cmd_synth)
     stats = dsub.add_parser("stats", help="image, identity and caption counts of a dataset root")
-    stats.add_argument("--dataset", required=True, choices=_dataset_names())
+    stats.add_argument("--dataset", required=True, choices=_dataset_names(), help="dataset layout of --root")
     stats.add_argument("--root", required=True)
     stats.add_argument("--trial", type=int, default=1, help="RegDB split 1..10 (default 1)")
     stats.add_argument("--json", action="store_true", help="print one JSON object")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from layouts import build_regdb, regdb_files
 from PIL import Image
 
 from tvifm.captioning.config import CaptionConfig, caption_config
@@ -253,18 +254,20 @@ def test_caption_quality_json_round_trip() -> None:
     assert json.loads(json.dumps(data))["colour_accuracy"] == 1.0
 
 
-def test_modality_of_follows_each_dataset_layout() -> None:
-    from tvifm.captioning.job import modality_of
+def test_manifest_takes_each_image_modality_from_the_dataset_layout(tmp_path: Path) -> None:
+    from tvifm.captioning.job import build_manifest
+    from tvifm.data.registry import load_dataset
 
-    assert modality_of("synth", "cam1/0001/0001.jpg") == "visible"
-    assert modality_of("sysu", "cam6/0001/0001.jpg") == "ir"
-    assert modality_of("sysu", "exp/cam1.jpg") is None
-    assert modality_of("regdb", "Thermal/3/t_1.bmp") == "ir"
-    assert modality_of("regdb", "Visible/3/v_1.bmp") == "visible"
-    assert modality_of("llcm", "test_nir/cam1/0001/x.jpg") == "ir"
-    assert modality_of("llcm", "vis/0001/x.jpg") == "visible"
-    with pytest.raises(ConfigError, match="unknown dataset"):
-        modality_of("market", "x.jpg")
+    root = build_regdb(tmp_path / "RegDB", regdb_files([1, 2], 2), {1: [1]}, decodable=False)
+    rows = build_manifest(str(root), "regdb")
+    splits = load_dataset("regdb", root)
+    loaded = [*splits.train_visible, *splits.train_ir, *splits.test_query, *splits.test_gallery]
+    assert {r["rel"]: r["modality"] for r in rows} == {s.rel: s.modality for s in loaded}
+    assert [r["rel"] for r in rows] == sorted(r["rel"] for r in rows)
+    with pytest.raises(DatasetError, match="no sysu images"):
+        build_manifest(str(root), "sysu")
+    with pytest.raises(ConfigError, match=r"unknown dataset 'market'.*synth, sysu, regdb, llcm"):
+        build_manifest(str(root), "market")
 
 
 def test_parts_keep_one_row_per_image_and_report_only_never_captioned(tmp_path: Path) -> None:

@@ -39,8 +39,8 @@ from tqdm import tqdm
 
 from tvifm.cluster import ray_session
 from tvifm.data import storage
-from tvifm.data.base import Modality
 from tvifm.data.images import EMPTY_FILE, IMAGE_SUFFIXES, SkipReport
+from tvifm.data.registry import get_spec
 from tvifm.data.sidecars import MODALITY_DIRS, TEXT_DIR, Caption, caption_dict_path, write_caption_dict
 from tvifm.errors import ConfigError, DatasetError
 
@@ -63,44 +63,31 @@ NO_TEXT = "the captioner generated no words for this image; the row is retried o
 ONLY_COLOURS = (
     "the IR caption named only colours, which the colour filter removed; the row is retried on the next run"
 )
-SYSU_CAMS: dict[int, Modality] = {1: "visible", 2: "visible", 4: "visible", 5: "visible", 3: "ir", 6: "ir"}
 
 
 # ----------------------------------------------------------------------------------------------------
-# Manifest: which images exist and which modality each belongs to.
-
-
-def modality_of(dataset: str, rel: str) -> Modality | None:
-    """The modality of image ``rel`` in a dataset layout (DESIGN.md 3); ``None`` for other files."""
-    parts = rel.split("/")
-    if dataset in ("sysu", "synth"):
-        cam = parts[0][3:] if parts[0].startswith("cam") else ""
-        return SYSU_CAMS.get(int(cam)) if cam.isdigit() and len(parts) >= 3 else None
-    if dataset == "regdb":
-        return {"Visible": "visible", "Thermal": "ir"}.get(parts[0])
-    if dataset == "llcm":
-        lowered = [p.lower() for p in parts[:-1]]
-        if any("nir" in p for p in lowered):
-            return "ir"
-        return "visible" if any("vis" in p for p in lowered) else None
-    raise ConfigError(f"unknown dataset {dataset!r} for captioning; valid: sysu, synth, regdb, llcm")
+# Manifest: which images exist and which modality each belongs to (the dataset spec says).
 
 
 def build_manifest(root: str, dataset: str, endpoint: str | None = None) -> list[dict[str, str]]:
-    """Rows ``{rel, modality, uri}`` for every image below ``root`` (outside ``Text/``), sorted by rel."""
+    """Rows ``{rel, modality, uri}`` for every image below ``root`` (outside ``Text/``), sorted by rel.
+
+    Each image's modality is the one the dataset's :class:`~tvifm.data.registry.DatasetSpec` gives its
+    path; files the layout does not place in a modality are left out. An unknown ``dataset`` raises
+    :class:`ConfigError` listing the valid names before anything is listed.
+    """
+    spec = get_spec(dataset)
     rows = []
     for uri in storage.list_files(root, suffix=tuple(IMAGE_SUFFIXES), endpoint=endpoint):
         rel = storage.relative(uri, root)
         if rel.startswith(TEXT_DIR + "/"):
             continue
-        modality = modality_of(dataset, rel)
+        modality = spec.modality_of(rel)
         if modality is not None:
             rows.append({"rel": rel, "modality": modality, "uri": uri})
     if not rows:
         raise DatasetError(
-            f"no {dataset} images found below the dataset root; expected the {dataset} layout "
-            "(e.g. camN/PPPP/NNNN.jpg for sysu/synth)",
-            path=root,
+            f"no {dataset} images found below the dataset root; expected {spec.layout}", path=root
         )
     return sorted(rows, key=lambda r: r["rel"])
 

@@ -46,7 +46,7 @@ class SynthConfig:
 class DataConfig:
     """Which dataset to read and how batches are drawn from it."""
 
-    dataset: Literal["synth", "sysu", "regdb", "llcm"] = "synth"
+    dataset: str = "synth"  # a name of the dataset registry (tvifm.data.registry), checked by check()
     root: str = _path("data/synthtri")
     trial: int = _num(1, min=1, max=10)  # RegDB split
     image_size: list[int] = _size(96, 48)  # [height, width] fed to the model
@@ -58,6 +58,16 @@ class DataConfig:
     flip: bool = True
     num_workers: int = _num(0, min=0)
     val_fraction: float = _num(0.1, min=0.0, max=0.5)  # held-out training ids when no val split exists
+
+    def check(self) -> None:
+        """Reject a dataset name the registry does not know, listing the valid ones."""
+        from tvifm.data.registry import dataset_names  # lazily: the registry imports the loaders
+
+        names = dataset_names()
+        if self.dataset not in names:
+            raise ConfigError(
+                f"data.dataset={self.dataset!r} is not a known dataset; choose one of: {', '.join(names)}"
+            )
 
 
 @dataclass

@@ -37,6 +37,17 @@ TEST_DIRS: dict[Modality, str] = {"visible": "test_vis", "ir": "test_nir"}
 TEST_ID_FILE = "idx/test_id.txt"
 
 
+def modality_of(rel: str) -> Modality | None:
+    """The modality of the image at ``rel`` (relative to the root, ``/``-separated) in this layout:
+    ``"ir"`` when a folder of its path names ``nir`` (``train_nir/``, ``test_nir/``), else ``"visible"``
+    when one names ``vis``; ``None`` for other files (``idx/*.txt``). Folder names are matched
+    case-insensitively, so re-packaged copies (``NIR/``, ``vis/``) are recognised too."""
+    folders = [p.lower() for p in rel.split("/")[:-1]]
+    if any("nir" in p for p in folders):
+        return "ir"
+    return "visible" if any("vis" in p for p in folders) else None
+
+
 def load_llcm(root: str | os.PathLike[str]) -> DatasetSplits:
     """Load LLCM from ``root`` (see the module docstring) with the IR->RGB test direction."""
     base = require_dir(Path(os.path.abspath(root)), LAYOUT)

@@ -37,6 +37,13 @@ _MODALITY_DIRS: dict[Modality, tuple[str, str, int]] = {
 }
 
 
+def modality_of(rel: str) -> Modality | None:
+    """The modality of the file at ``rel`` (relative to the root, ``/``-separated) in this layout:
+    ``"visible"`` below ``Visible/``, ``"ir"`` below ``Thermal/``, ``None`` elsewhere (``idx/``...)."""
+    top = rel.split("/")[0]
+    return next((m for m, (_, folder, _) in _MODALITY_DIRS.items() if folder == top), None)
+
+
 @dataclass(frozen=True)
 class IndexEntry:
     """One line of an index file: its 1-based line number, normalised relative path and label."""

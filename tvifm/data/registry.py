@@ -1,35 +1,145 @@
-"""The dataset registry: one entry per dataset name, each a loader plus a one-line layout summary."""
+"""The dataset registry: everything tvifm knows about a dataset, in one :class:`DatasetSpec` per name.
+
+A spec owns the dataset's on-disk layout (a one-line description for error messages), its splits
+(``load``), which modality each image of the layout belongs to (``modality_of``, what the captioning job
+asks) and its standard evaluation protocols (``protocols``, what validation and offline evaluation ask).
+The command line and the config take their dataset choices from :func:`dataset_names`; an unknown name
+raises :class:`~tvifm.errors.ConfigError` listing the valid ones (see ``docs/design.md``).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from tvifm.data import llcm, regdb, sysu
-from tvifm.data.base import DatasetSplits
+from tvifm.data.base import DatasetSplits, EvalSet, Modality, Sample
 from tvifm.data.images import require_dir
 from tvifm.errors import ConfigError
+from tvifm.eval.protocols import llcm_eval_sets, regdb_eval_sets, sysu_eval_sets
+
+ProtocolSets = dict[str, list[EvalSet]]
+"""Evaluations by name, each a list of per-trial query/gallery sets."""
+
+
+class Protocols(Protocol):
+    """Builds a dataset's standard evaluations from its visible and IR samples (see :class:`DatasetSpec`)."""
+
+    def __call__(
+        self,
+        visible: Sequence[Sample],
+        ir: Sequence[Sample],
+        *,
+        trials: int,
+        seed: int,
+        shot: str = "single",
+        trial_id: int = 0,
+    ) -> ProtocolSets:
+        """``{evaluation name: per-trial sets}``; the first entry is the one validation selects on."""
+        ...
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """How to load one dataset: ``load(root, trial)`` and the layout a root must have."""
+    """One dataset: its name, layout, splits, modality mapping and evaluation protocols.
+
+    - ``layout``: one line describing the files a root must hold (quoted by loader errors).
+    - ``load(root, trial)``: the :class:`DatasetSplits` of an existing root (``trial`` selects RegDB's
+      split 1..10; the other datasets have one fixed split and ignore it).
+    - ``modality_of(rel)``: ``"visible"``, ``"ir"`` or ``None`` (not an image of the dataset) for a path
+      relative to the root, ``/``-separated.
+    - ``protocols(visible, ir, *, trials, seed, shot, trial_id)``: every standard evaluation of the given
+      samples, by name (``trials`` gallery samplings seeded by ``seed``; ``shot`` for SYSU-style
+      galleries; ``trial_id`` recorded on RegDB's single set).
+    """
 
     name: str
-    load: Callable[[Path, int], DatasetSplits]
     layout: str
+    load: Callable[[Path, int], DatasetSplits]
+    modality_of: Callable[[str], Modality | None]
+    protocols: Protocols
+
+
+def sysu_protocols(
+    visible: Sequence[Sample],
+    ir: Sequence[Sample],
+    *,
+    trials: int,
+    seed: int,
+    shot: str = "single",
+    trial_id: int = 0,
+) -> ProtocolSets:
+    """SYSU-MM01 and SynthTri: all-search and indoor-search IR->RGB with ``shot`` galleries, plus RGB->IR
+    (1 IR image per identity and camera per trial). ``trial_id`` is unused (one fixed split)."""
+    sets = {
+        f"all-{shot}": sysu_eval_sets(ir, visible, "all", shot, trials, seed),
+        f"indoor-{shot}": sysu_eval_sets(ir, visible, "indoor", shot, trials, seed),
+        "rgb2ir": llcm_eval_sets(visible, ir, "rgb2ir", trials, seed),
+    }
+    for es in sets["rgb2ir"]:
+        es.name = "rgb2ir"
+    return sets
+
+
+def regdb_protocols(
+    visible: Sequence[Sample],
+    ir: Sequence[Sample],
+    *,
+    trials: int,
+    seed: int,
+    shot: str = "single",
+    trial_id: int = 0,
+) -> ProtocolSets:
+    """RegDB: every image against every image of the other modality, IR->RGB then RGB->IR, recorded as
+    split ``trial_id``. ``trials``, ``seed`` and ``shot`` are unused (RegDB's trials are its splits)."""
+    return {d: regdb_eval_sets(visible, ir, d, trial_id) for d in ("ir2rgb", "rgb2ir")}
+
+
+def llcm_protocols(
+    visible: Sequence[Sample],
+    ir: Sequence[Sample],
+    *,
+    trials: int,
+    seed: int,
+    shot: str = "single",
+    trial_id: int = 0,
+) -> ProtocolSets:
+    """LLCM: IR->RGB then RGB->IR with ``trials`` gallery samplings. ``shot`` and ``trial_id`` are unused."""
+    return {d: llcm_eval_sets(visible, ir, d, trials, seed) for d in ("ir2rgb", "rgb2ir")}
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "sysu": DatasetSpec("sysu", lambda root, trial: sysu.load_sysu(root, name="sysu"), sysu.LAYOUT),
-    "regdb": DatasetSpec("regdb", regdb.load_regdb, regdb.LAYOUT),
-    "llcm": DatasetSpec("llcm", lambda root, trial: llcm.load_llcm(root), llcm.LAYOUT),
-    "synth": DatasetSpec(
-        "synth", lambda root, trial: sysu.load_sysu(root, name="synth"), "SynthTri in the " + sysu.LAYOUT
-    ),
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            "synth",
+            "SynthTri in the " + sysu.LAYOUT,
+            lambda root, trial: sysu.load_sysu(root, name="synth"),
+            sysu.modality_of,
+            sysu_protocols,
+        ),
+        DatasetSpec(
+            "sysu",
+            sysu.LAYOUT,
+            lambda root, trial: sysu.load_sysu(root, name="sysu"),
+            sysu.modality_of,
+            sysu_protocols,
+        ),
+        DatasetSpec("regdb", regdb.LAYOUT, regdb.load_regdb, regdb.modality_of, regdb_protocols),
+        DatasetSpec(
+            "llcm", llcm.LAYOUT, lambda root, trial: llcm.load_llcm(root), llcm.modality_of, llcm_protocols
+        ),
+    )
 }
+"""Every dataset tvifm can read, by name (the order in which choices are listed)."""
+
+
+def dataset_names() -> tuple[str, ...]:
+    """The valid dataset names, in registry order."""
+    return tuple(DATASETS)
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -37,8 +147,7 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except (KeyError, TypeError):
-        valid = ", ".join(DATASETS)
-        raise ConfigError(f"unknown dataset {name!r}; valid names: {valid}") from None
+        raise ConfigError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}") from None
 
 
 def load_dataset(name: str, root: str | os.PathLike[str], trial: int = 1) -> DatasetSplits:

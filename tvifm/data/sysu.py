@@ -33,6 +33,17 @@ _ID_EXAMPLE = "expected one line of comma-separated integer identity ids such as
 _DIGITS = re.compile(r"\d+")
 
 
+def modality_of(rel: str) -> Modality | None:
+    """The modality of the file at ``rel`` (relative to the root, ``/``-separated) in this layout:
+    ``camN/<id>/<name>`` is ``"visible"`` for RGB cameras 1, 2, 4, 5 and ``"ir"`` for cameras 3, 6; ``None``
+    for any other file (``exp/*.txt``, sidecars, unknown cameras)."""
+    parts = rel.split("/")
+    cam = parts[0][3:] if parts[0].startswith("cam") else ""
+    if len(parts) < 3 or not cam.isdigit():
+        return None
+    return "visible" if int(cam) in VISIBLE_CAMS else "ir" if int(cam) in IR_CAMS else None
+
+
 def read_id_list(path: Path) -> list[int]:
     """Read a split file holding one comma-separated line of positive integer identity ids."""
     lines = _read_lines(path)

@@ -15,14 +15,13 @@ import numpy as np
 
 from tvifm.config.schema import Config
 from tvifm.data.base import DatasetSplits, EvalSet, Sample
+from tvifm.data.registry import get_spec
 from tvifm.data.sidecars import TextIndex
 from tvifm.errors import TvifmError
-from tvifm.eval import evaluate_sets, llcm_eval_sets, regdb_eval_sets, sysu_eval_sets
+from tvifm.eval import evaluate_sets
 from tvifm.eval.embeddings import build_query_bank, gallery_embeddings
 from tvifm.models.query import IR_QUERY_MODES, main_mode
 from tvifm.models.tvifm import TVIFM
-
-SYSU_LIKE = ("sysu", "synth")
 
 
 def protocol_sets(
@@ -35,25 +34,10 @@ def protocol_sets(
     shot: str = "single",
     trial_id: int = 0,
 ) -> dict[str, list[EvalSet]]:
-    """Every standard evaluation of ``dataset`` on the given samples, by name.
-
-    SYSU-MM01/SynthTri: all-search and indoor-search IR->RGB with the configured shot, plus RGB->IR
-    (1 IR image per identity and camera per trial). RegDB and LLCM: both directions.
-    """
-    if dataset in SYSU_LIKE:
-        sets = {
-            f"all-{shot}": sysu_eval_sets(ir, visible, "all", shot, trials, seed),
-            f"indoor-{shot}": sysu_eval_sets(ir, visible, "indoor", shot, trials, seed),
-            "rgb2ir": llcm_eval_sets(visible, ir, "rgb2ir", trials, seed),
-        }
-        for es in sets["rgb2ir"]:
-            es.name = "rgb2ir"
-        return sets
-    if dataset == "regdb":
-        return {d: regdb_eval_sets(visible, ir, d, trial_id) for d in ("ir2rgb", "rgb2ir")}
-    if dataset == "llcm":
-        return {d: llcm_eval_sets(visible, ir, d, trials, seed) for d in ("ir2rgb", "rgb2ir")}
-    raise TvifmError(f"no evaluation protocol for dataset {dataset!r}; valid: sysu, synth, regdb, llcm")
+    """Every standard evaluation of ``dataset`` on the given samples, by name: what its
+    :class:`~tvifm.data.registry.DatasetSpec` ``protocols`` give (unknown names raise
+    :class:`~tvifm.errors.ConfigError` listing the valid ones)."""
+    return get_spec(dataset).protocols(visible, ir, trials=trials, seed=seed, shot=shot, trial_id=trial_id)
 
 
 def evaluate_model(
