@@ -1,4 +1,4 @@
-"""Captioner fine-tuning (DESIGN.md 2.1): an RGB captioner and an IR captioner per dataset.
+"""Captioner fine-tuning (docs/design.md, "The method"): an RGB captioner and an IR captioner per dataset.
 
 * RGB captioner: (visible training image, its description from the Tri- sidecars).
 * IR captioner: every IR training image is paired with a visible image of the same identity; the target

@@ -33,7 +33,7 @@ def _size(height: int, width: int) -> Any:
 
 @dataclass
 class SynthConfig:
-    """SynthTri generation (DESIGN.md section 3)."""
+    """SynthTri generation (:mod:`tvifm.data.synth`)."""
 
     ids: int = _num(240, min=8)
     seed: int = 0
@@ -72,7 +72,7 @@ class DataConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluation protocols (DESIGN.md section 4)."""
+    """Evaluation protocols (docs/design.md, "Evaluation protocols")."""
 
     search: Literal["all", "indoor"] = "all"
     shot: Literal["single", "multi"] = "single"
@@ -85,7 +85,7 @@ class EvalConfig:
 
 @dataclass
 class BackboneConfig:
-    """Two-stream ResNet (DESIGN.md 2.4): a stem per modality, shared layer1-4, GeM pooling."""
+    """Two-stream ResNet (docs/design.md, "The method"): a stem per modality, shared layer1-4, GeM pooling."""
 
     arch: Literal["tiny", "resnet18", "resnet50"] = "tiny"
     weights: str | None = _path(None)  # local ImageNet weights file (.pth state dict or .safetensors)
@@ -98,7 +98,7 @@ class BackboneConfig:
 
 @dataclass
 class TextConfig:
-    """CLIP text tower through open_clip (DESIGN.md 2.3)."""
+    """CLIP text tower through open_clip (docs/design.md, "The method")."""
 
     arch: Literal["tiny", "RN50"] = "tiny"
     checkpoint: str | None = _path(None)  # local open_clip / CLIP checkpoint file; never downloaded

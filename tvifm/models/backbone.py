@@ -1,4 +1,4 @@
-"""Two-stream ResNet backbone for VI-ReID (DESIGN.md 2.4).
+"""Two-stream ResNet backbone for VI-ReID (docs/design.md, "The method").
 
 Each modality has its own stem (conv1, bn1, relu, maxpool); layer1-4 are shared, the last stage runs
 with stride 1, and GeM pooling gives one feature vector per image. ``resnet50`` (2048-d) and

@@ -1,4 +1,5 @@
-"""BNNeck and identity classifier, and the semantic filtered fusion (DESIGN.md 2.5-2.6)."""
+"""BNNeck and identity classifier, and the semantic filtered fusion (docs/design.md,
+"The method")."""
 
 from __future__ import annotations
 

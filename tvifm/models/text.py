@@ -1,4 +1,4 @@
-"""CLIP text encoder through open_clip (DESIGN.md 2.3).
+"""CLIP text encoder through open_clip (docs/design.md, "The method").
 
 The tower is open_clip's ``TextTransformer``; its feature is the end-of-text token's output after the
 final LayerNorm and CLIP's text projection, then a linear projection to the backbone's feature size.

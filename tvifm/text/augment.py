@@ -1,7 +1,7 @@
 """Caption augmentation: rephrase a person description without changing what it says.
 
-DESIGN.md 2.2 rephrases every caption with an instruction LLM (Vicuna-7B in the paper). No instruction
-LLM is available offline here, so the default augmenter is rule-based (:class:`RuleAugmenter`):
+The method (docs/design.md) rephrases every caption with an instruction LLM (Vicuna-7B in the paper).
+No instruction LLM is available offline here, so the default augmenter is rule-based (:class:`RuleAugmenter`):
 synonyms of the words that carry no attribute (person nouns, verbs, connectors, build adjectives, sleeve
 words) and moving the accessory clause ("carrying a grey backpack") next to the subject. It never
 touches colour or garment words, so every attribute survives. :class:`tvifm.text.llm.LLMAugmenter` is the
