@@ -7,8 +7,9 @@ copies the ablation's SynthTri without its captions, captions it with the captio
 captioners in ``--captioners`` (``rgb/`` and ``ir/``; captioned and rephrased by the rule-based
 augmenter, as the pipeline does), then trains the ablation's stage-2 variants from the ablation's own
 stage-1 runs (stage 1 reads no text, so it is the same model) and evaluates the same rows. Stage 2
-trains the ablation's previous 12 epochs (``PREVIOUS_STAGE2``; the ablation has since lengthened it), and
-the generator's column is the ablation's runs of that same stage 2 (``<out>/seed<s>/<variant>-12``).
+trains the ablation's previous 12 epochs (the ``ablation-<variant>-12`` presets; the ablation has since
+lengthened it), and the generator's column is the ablation's runs of that same stage 2
+(``<out>/seed<s>/<variant>-12``).
 
 Writes ``docs/ablation_captioned.md`` and ``<out>/captioned/ablation.json`` (both sets of rows). Runs
 already trained under ``<out>/captioned`` are reused, and a caption job that already finished is not re-run.
@@ -22,97 +23,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
+from tvifm.errors import TvifmError
+from tvifm.experiments import ablation as abl
+from tvifm.experiments import captions
+from tvifm.experiments.render import novelty_table, rank1, step_lines, table_lines
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import ablation as abl  # noqa: E402
-from caption_quality import split_images  # noqa: E402
-
-from tvifm.config import load_config  # noqa: E402
-from tvifm.config.schema import Config  # noqa: E402
-
 DOC = REPO / "docs" / "ablation_captioned.md"
 GENERATOR = "SynthTri's generator (benchmarks/ablation.py)"
 CAPTIONERS = "the project's captioners (this page)"
-
-
-def captioned_copy(source: str | Path, dest: Path) -> Path:
-    """``source`` SynthTri copied to ``dest`` without its ``Text`` folder (the captions to be replaced)."""
-    if not (dest / "attributes.json").is_file():
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp, ignore=lambda d, names: ["Text"] if Path(d) == Path(source) else [])
-        tmp.rename(dest)
-    return dest
-
-
-def caption(root: Path, captioners: Path, cfg: Config) -> dict[str, Any]:
-    """Caption every image at ``root`` with the captioning job (skipped when its report says it is done)."""
-    from tvifm.captioning.config import caption_config
-    from tvifm.captioning.job import run_caption_job
-    from tvifm.config.loader import to_dict
-
-    report = root / "Text" / "captions" / "report.json"
-    if not report.is_file():
-        ccfg = caption_config(
-            to_dict(cfg.caption),
-            [f"rgb_checkpoint={captioners / 'rgb'}", f"ir_checkpoint={captioners / 'ir'}", "augmenter=rule"],
-        )
-        run_caption_job(str(root), ccfg, dataset=cfg.data.dataset)
-    return json.loads(report.read_text())
-
-
-def train_seed(cfg: Config, seed: int, out: Path) -> dict[str, Path]:
-    """The ablation's stage-2 variants for ``seed`` from its stage-1 run ``out/seed<seed>/base``, with
-    the ablation's previous 12-epoch stage 2 (``PREVIOUS_STAGE2``, see the module doc)."""
-    base = out / f"seed{seed}" / "base"
-    if not (base / "model.safetensors").is_file():
-        raise SystemExit(f"{base}: no stage-1 run; run `python benchmarks/ablation.py --out {out}` first")
-    runs = {"base": base}
-    path = abl.cfg_path(cfg, out / "captioned")
-    seed_dir = out / "captioned" / f"seed{seed}"
-    for key, overrides in abl.VARIANTS.items():
-        runs[key] = seed_dir / key
-        run_cfg = load_config(path, [f"seed={seed}", *abl.PREVIOUS_STAGE2, *overrides])
-        abl.timed_train(run_cfg, "joint", runs[key], seed_dir, init=base)
-    return runs
-
-
-def previous_runs(out: Path, seed: int) -> dict[str, Path]:
-    """The ablation's own runs of ``seed`` with the 12-epoch stage 2 (its candidates ``<variant>-12``)."""
-    runs = {"base": out / f"seed{seed}" / "base"}
-    runs.update({key: out / f"seed{seed}" / f"{key}-12" for key in abl.VARIANTS})
-    missing = [str(path) for path in runs.values() if not (path / "model.safetensors").is_file()]
-    if missing:
-        raise SystemExit(f"missing runs {missing}; run `python benchmarks/ablation.py --out {out}` first")
-    return runs
-
-
-def caption_quality(root: Path) -> dict[str, dict[str, Any]]:
-    """Attribute accuracy of the visible and IR captions of the test images at ``root`` (ground truth from
-    ``attributes.json``)."""
-    from tvifm.captioning.quality import SHAPE_ATTRIBUTES, read_truth, score_captions
-    from tvifm.data.registry import load_dataset
-    from tvifm.data.sidecars import load_text_for
-
-    splits = load_dataset("synth", root)
-    text = load_text_for(splits)
-    truth = read_truth(root)
-
-    def described(samples: Any) -> dict[str, str]:
-        caps = ((s.rel, text.caption(s)) for s in samples)
-        return {rel: c.description for rel, c in caps if c is not None}
-
-    visible, ir = (described(samples) for samples in split_images(splits, "test"))
-    return {
-        "rgb": score_captions(visible, truth).to_dict(),
-        "ir": score_captions(ir, truth, SHAPE_ATTRIBUTES).to_dict(),
-    }
 
 
 def quality_lines(quality: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
@@ -152,10 +74,10 @@ def reading_lines(
     small = [cap_q["accuracy"][a] - gen_q["accuracy"][a] for a in ("bag_colour", "hat_colour")]
 
     def gains(row: str, prev: str) -> list[float]:
-        return [abl._r1(t, row) - abl._r1(t, prev) for t in (table, generator_table)]
+        return [rank1(t, row) - rank1(t, prev) for t in (table, generator_table)]
 
     joint = gains("+ joint learning", "+ fusion")
-    fusion = abl._r1(table, "+ fusion") - abl._r1(generator_table, "+ fusion")
+    fusion = rank1(table, "+ fusion") - rank1(generator_table, "+ fusion")
     same = cap_n["caption_vs_caption"], gen_n["caption_vs_caption"]
     text = (
         f"The fusion query's Rank-1 changes by {fusion:+.1f} from the generator's captions to the "
@@ -191,7 +113,7 @@ def markdown(
     context: dict[str, Any],
 ) -> str:
     """The page: what was captioned with what, caption quality, the rows, the steps and the comparison."""
-    gain = abl._r1(table, abl.ROWS[-1].name) - abl._r1(table, abl.ROWS[0].name)
+    gain = rank1(table, abl.ROWS[-1].name) - rank1(table, abl.ROWS[0].name)
     text = [
         "# Ablation on SynthTri, captioned by the project's captioners",
         "",
@@ -205,7 +127,7 @@ def markdown(
         "SynthTri's images. Stage 2 is then trained as in the ablation "
         f"(seeds {', '.join(map(str, context['seeds']))}, checkpoints selected on the validation "
         "identities) from the ablation's own stage-1 runs, which read no text, with the ablation's "
-        f"previous stage 2 (`{' '.join(abl.PREVIOUS_STAGE2)}`; the ablation has since lengthened it, see "
+        f"previous stage 2 (`{' '.join(abl.previous_stage2())}`; the ablation has since lengthened it, see "
         "there), and the generator's captions are compared at that same stage 2 (the ablation's runs of "
         "it); the rows are evaluated the same way (SYSU-MM01 protocol, single-shot, 10 trials; mean ± std "
         "over seeds).",
@@ -215,18 +137,18 @@ def markdown(
         "",
         *quality_lines(quality),
         "",
-        *abl.table_lines(table),
+        *table_lines(table),
         "",
         "All-search Rank-1, step by step:",
         "",
-        *abl.step_lines(table)[0],
+        *step_lines(table)[0],
         "",
         f"The full model is {gain:+.1f} Rank-1 points over the IR baseline (target: at least +10).",
         "",
         "What a rephrasing adds to the captions of the same person "
         "(`tvifm.text.augment.rephrasing_novelty`):",
         "",
-        *abl.novelty_table(novelty, "visible training captions by"),
+        *novelty_table(novelty, "visible training captions by"),
         "",
         *reading_lines(table, generator_table, quality, novelty),
         "",
@@ -235,6 +157,38 @@ def markdown(
         "",
     ]
     return "\n".join(text)
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Caption the ablation's SynthTri again, train the variants' stage 2 on it and evaluate both sets of
+    rows; returns what ``<out>/captioned/ablation.json`` saves and the page's context."""
+    source = abl.ablation_config(args.config, args.overrides)
+    abl.prepare_data(source)
+    root = captions.captioned_copy(source.data.root, args.out / "captioned" / "synthtri").resolve()
+    cfg = abl.ablation_config(args.config, [*args.overrides, f"data.root={root}"])
+    report = captions.caption_dataset(root, args.captioners, cfg)
+    per_seed = []
+    for seed in args.seeds:
+        runs = abl.train_captioned_seed(cfg, seed, args.out)
+        per_seed.append(abl.evaluate_rows(runs))
+        print(f"seed {seed}: " + json.dumps({r: v["all-single"]["rank1"] for r, v in per_seed[-1].items()}))
+    gen_per_seed = [abl.evaluate_rows(abl.previous_runs(args.out, seed)) for seed in args.seeds]
+    quality = {
+        GENERATOR: captions.sidecar_caption_quality(Path(source.data.root)),
+        CAPTIONERS: captions.sidecar_caption_quality(root),
+    }
+    novelty = {GENERATOR: captions.synth_novelty(source.data.root), CAPTIONERS: captions.synth_novelty(root)}
+    context = {
+        "captioners": args.captioners, "seeds": args.seeds,
+        "train_minutes": sum(abl.train_minutes(args.out / "captioned", args.seeds).values()),
+        "images": sum(report["counts"][m]["total"] for m in report["counts"]),
+        "caption_seconds": report["seconds"],
+    }  # fmt: skip
+    result = {
+        "seeds": args.seeds, "results": per_seed, "generator_results": gen_per_seed,
+        "quality": quality, "novelty": novelty,
+    }  # fmt: skip
+    return result, context
 
 
 def main() -> None:
@@ -249,33 +203,14 @@ def main() -> None:
     for modality in ("rgb", "ir"):
         if not (args.captioners / modality / "config.json").is_file():
             parser.error(f"--captioners {args.captioners}: no captioner in {modality}/ (config.json missing)")
-    source = load_config(args.config, [*abl.SCHEDULE, *args.overrides])
-    abl.prepare_data(source)
-    root = captioned_copy(source.data.root, args.out / "captioned" / "synthtri").resolve()
-    cfg = load_config(args.config, [*abl.SCHEDULE, *args.overrides, f"data.root={root}"])
-    report = caption(root, args.captioners, cfg)
-    per_seed = []
-    for seed in args.seeds:
-        runs = train_seed(cfg, seed, args.out)
-        per_seed.append(abl.evaluate_rows(runs))
-        print(f"seed {seed}: " + json.dumps({r: v["all-single"]["rank1"] for r, v in per_seed[-1].items()}))
-    table = abl.summarise(per_seed)
-    gen_per_seed = [abl.evaluate_rows(previous_runs(args.out, seed)) for seed in args.seeds]
-    gen_table = abl.summarise(gen_per_seed)
-    quality = {GENERATOR: caption_quality(Path(source.data.root)), CAPTIONERS: caption_quality(root)}
-    novelty = {GENERATOR: abl.synth_novelty(source.data.root), CAPTIONERS: abl.synth_novelty(root)}
-    context = {
-        "captioners": args.captioners, "seeds": args.seeds,
-        "train_minutes": sum(abl.train_minutes(args.out / "captioned", args.seeds).values()),
-        "images": sum(report["counts"][m]["total"] for m in report["counts"]),
-        "caption_seconds": report["seconds"],
-    }  # fmt: skip
+    try:
+        result, context = run(args)
+    except TvifmError as err:
+        raise SystemExit(f"error: {err}") from err
+    table, gen_table = abl.summarise(result["results"]), abl.summarise(result["generator_results"])
+    quality, novelty = result["quality"], result["novelty"]
     text = markdown(table, gen_table, quality, novelty, context)
     print(text)
-    result = {
-        "seeds": args.seeds, "results": per_seed, "generator_results": gen_per_seed,
-        "quality": quality, "novelty": novelty,
-    }  # fmt: skip
     (args.out / "captioned" / "ablation.json").write_text(json.dumps(result, indent=2))
     if not args.no_docs:
         DOC.write_text(text)

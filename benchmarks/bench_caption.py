@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from docs_section import write_section
+from tvifm.experiments.docs import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "Captioning"

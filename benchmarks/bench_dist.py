@@ -28,7 +28,7 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
-from docs_section import write_section
+from tvifm.experiments.docs import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUPS = {"plain": 0, "ray+ds x1": 1, "ray+ds x2": 2}
@@ -76,10 +76,11 @@ def measure(setup: str, root: Path, epochs: int, batches: int) -> dict:
     else:
         from tvifm.cluster import ray_session
         from tvifm.engine.distributed import run_stage
+        from tvifm.models.run import RunDir
 
         with ray_session(os.cpu_count() or 2, ""):
             outcome = run_stage(cfg, "base")
-        history = json.loads((Path(outcome.run_uri) / "history.json").read_text())
+        history = RunDir(outcome.run_uri).history()
     timed = history[1:] or history
     step_s = statistics.median(h["seconds"] / batches for h in timed)
     images = statistics.median(h["images"] for h in timed) / batches  # per rank and step

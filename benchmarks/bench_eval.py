@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from docs_section import write_section
-from naive_eval import naive_evaluate
 
 from tvifm.data.base import EvalSet, Modality, Sample
 from tvifm.eval import RetrievalResult, evaluate, llcm_eval_sets, sysu_eval_sets
+from tvifm.eval.reference import naive_evaluate
+from tvifm.experiments.docs import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -203,7 +203,7 @@ def section(rows: list[Row], load: float | None) -> str:
     return (
         "`python benchmarks/bench_eval.py` times `tvifm.eval.offline` (vectorised over blocks of\n"
         "queries: one value sort per row, a vectorised binary search for the rank of every true match,\n"
-        "per-identity minima for the deduplicated CMC) against `benchmarks/naive_eval.py` (one query at a\n"
+        "per-identity minima for the deduplicated CMC) against `tvifm/eval/reference.py` (one query at a\n"
         "time, the structure of the evaluation code commonly shipped with VI-ReID papers) on the same\n"
         "float32 distance matrices, in one run.\n\n"
         "The sets come from `sysu_eval_sets` and `llcm_eval_sets` on synthetic samples with the test-split\n"

@@ -8,112 +8,48 @@ Usage::
 Deploys the service (tiny-preset model with random weights, gallery in a temporary folder) on a local
 Ray with 2 CPUs, fills the gallery with random unit embeddings through the gallery index's internal bulk
 path (``GalleryIndex.add_embeddings`` over a Serve handle, no images), and for every gallery size and
-concurrency runs a bounded load test from a *second process* (``bench_serve.py load``: asyncio + httpx,
-``--requests`` requests per level, at most 100 at concurrency 1) measuring p50/p99 latency and requests/s
-of ``POST /v1/search``. In this process it also times the exact search (one query, and a batch of 32 as
-``@serve.batch`` forms under load) and the query encoding, to set HTTP end-to-end latency against the work
-itself. A full run rewrites the ``## Serving`` section of ``docs/benchmarks.md``; ``--quick`` (10k
-gallery, 40 requests per level) only prints.
+concurrency runs a bounded load test from a *second process* (``tvifm.experiments.loadtest``: asyncio +
+httpx, ``--requests`` requests per level, at most 100 at concurrency 1) measuring p50/p99 latency and
+requests/s of ``POST /v1/search``. In this process it also times the exact search (one query, and a
+batch of 32 as ``@serve.batch`` forms under load) and the query encoding, to set HTTP end-to-end latency
+against the work itself. A full run rewrites the ``## Serving`` section of ``docs/benchmarks.md``;
+``--quick`` (10k gallery, 40 requests per level) only prints.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import datetime as dt
 import json
 import os
 import platform
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from docs_section import write_section
+from tvifm.experiments import loadtest
+from tvifm.experiments.docs import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
 APP = "tvifm"
-FILL_CHUNK = 10_000
-
-
-# --- the load generator (second process) --------------------------------------------------------------
-async def _load(url: str, body: dict[str, Any], concurrency: int, requests: int) -> dict[str, Any]:
-    import httpx
-
-    latencies: list[float] = []
-    errors: list[str] = []
-    remaining = requests
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            start = time.perf_counter()
-            response = await client.post(f"{url}/v1/search", json=body)
-            latencies.append(time.perf_counter() - start)
-            if response.status_code != 200:
-                errors.append(f"{response.status_code}: {response.text[:200]}")
-
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        wall = time.perf_counter() - start
-    return _summary(latencies, wall, errors)
-
-
-def _summary(latencies: list[float], wall: float, errors: list[str]) -> dict[str, Any]:
-    ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {
-        "requests": len(ordered),
-        "p50_ms": 1000 * statistics.median(ordered),
-        "p99_ms": 1000 * p99,
-        "rps": len(ordered) / wall,
-        "errors": len(errors),
-        "first_error": errors[0] if errors else None,
-    }
-
-
-def load_main(argv: list[str]) -> int:
-    """``bench_serve.py load --url U --body FILE --concurrency C --requests N``: prints a JSON summary."""
-    parser = argparse.ArgumentParser(prog="bench_serve.py load")
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--body", required=True, type=Path)
-    parser.add_argument("--concurrency", type=int, required=True)
-    parser.add_argument("--requests", type=int, required=True)
-    args = parser.parse_args(argv)
-    body = json.loads(args.body.read_text())
-    print(json.dumps(asyncio.run(_load(args.url, body, args.concurrency, args.requests))))
-    return 0
 
 
 # --- setup ------------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _make_model(out: Path) -> Path:
-    import torch
+    """A run directory with the tiny preset's stage-2 model and random weights (8 identities)."""
+    from tvifm.checkpoint import save_weights
+    from tvifm.config import load_config
+    from tvifm.models import RunDir, create_model
 
-    from tvifm.checkpoint import save_weights, write_json
-    from tvifm.config import load_config, save_config
-    from tvifm.models.tvifm import TVIFM
-
-    torch.manual_seed(0)
     cfg = load_config("tiny")
-    save_config(cfg, out)
-    save_weights(TVIFM(cfg.backbone, cfg.text, num_classes=8), out / "model.safetensors")
-    write_json(out / "meta.json", {"stage": "joint", "num_classes": 8})
+    run = RunDir(out)
+    run.save_config(cfg)
+    save_weights(create_model(cfg.backbone, cfg.text, num_classes=8, seed=0), run.weights)
+    run.write_meta({"stage": "joint", "num_classes": 8})
     return out
 
 
@@ -156,7 +92,7 @@ def _deploy(tmp: Path, model: Path) -> Deployment:
     from tvifm.serve.config import serve_config
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
+    port = loadtest.free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False})
     cfg = serve_config(
         {
@@ -173,78 +109,6 @@ def _deploy(tmp: Path, model: Path) -> Deployment:
     index = serve.get_deployment_handle("GalleryIndex", app_name=APP)
     info = serve.get_deployment_handle("Embedder", app_name=APP).model_info.remote().result()
     return Deployment(f"http://127.0.0.1:{port}", int(info["dim"]), index)
-
-
-def _fill(dep: Deployment, start: int, stop: int) -> float:
-    """Add random unit embeddings ``start..stop-1`` through the bulk path; returns seconds taken."""
-    import numpy as np
-
-    rng = np.random.default_rng(start)
-    began = time.perf_counter()
-    for lo in range(start, stop, FILL_CHUNK):
-        hi = min(stop, lo + FILL_CHUNK)
-        emb = rng.standard_normal((hi - lo, dep.dim)).astype(np.float32)
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        result = dep.index.add_embeddings.remote([f"r{i}" for i in range(lo, hi)], "visible", emb).result()
-        if "error" in result:
-            raise RuntimeError(result["error"])
-    return time.perf_counter() - began
-
-
-def _run_load(url: str, body_file: Path, concurrency: int, requests: int) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "load", "--url", url, "--body", str(body_file)]
-    cmd += ["--concurrency", str(concurrency), "--requests", str(requests)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=1800)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-# --- in-process timings -----------------------------------------------------------------------------------
-def _median_ms(fn: Any, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
-def in_process_search(size: int, dim: int, repeat: int = 30) -> dict[str, float]:
-    """Median exact-search time of one query and of a batch of 32 over ``size`` random embeddings."""
-    import torch
-    import torch.nn.functional as F
-
-    from tvifm.serve.gallery import EmbeddingIndex, Record
-
-    torch.set_num_threads(1)  # as in the gallery-index replica (serve.index_threads)
-    index = EmbeddingIndex(dim)
-    emb = F.normalize(torch.randn(size, dim, generator=torch.Generator().manual_seed(0)), dim=1)
-    index.put([Record(f"r{i}", "visible") for i in range(size)], emb, [(0, i) for i in range(size)])
-    one, batch = F.normalize(torch.randn(1, dim), dim=1), F.normalize(torch.randn(32, dim), dim=1)
-    return {
-        "search_1_ms": _median_ms(lambda: index.search(one, "visible", 10), repeat),
-        "search_32_ms": _median_ms(lambda: index.search(batch, "visible", 10), repeat),
-    }
-
-
-def in_process_query(model_dir: Path, body: dict[str, Any], repeat: int = 20) -> float:
-    """Median time to embed one query of ``body['mode']`` in process (decode, encode, fuse)."""
-    import torch
-    from tvifm.tracking.model_source import load_served_model, resolve_model
-
-    from tvifm.serve.encoder import MODE_NEEDS, Encoder, decode_image
-
-    torch.set_num_threads(1)  # as in an embedding replica (serve.threads)
-    model, info = load_served_model(resolve_model(str(model_dir)))
-    enc = Encoder(model, info.image_size)
-    data, needs = base64.b64decode(body["image"]), MODE_NEEDS[body["mode"]]
-
-    def once() -> None:
-        f = enc.image_features([decode_image(data, 10**8)], ["ir"])[0]
-        texts = enc.text_features([body["description"], body["ir_caption"]]) if needs.description else None
-        enc.query_embedding(body["mode"], f, *(texts if texts is not None else (None, None)))
-
-    return _median_ms(once, repeat)
 
 
 # --- report -----------------------------------------------------------------------------------------------
@@ -319,20 +183,20 @@ def run(sizes: list[int], levels: list[int], requests: int, mode: str) -> dict[s
         try:
             rows, fills, filled = [], [], 0
             for size in sizes:
-                seconds = _fill(dep, filled, size)
+                seconds = loadtest.fill_gallery(dep.index, dep.dim, filled, size)
                 fills.append(f"{size - filled:,} embeddings in {seconds:.1f} s")
                 filled = size
-                _run_load(dep.url, body_file, 2, 10)  # warm-up
+                loadtest.load_in_subprocess(dep.url, body_file, 2, 10)  # warm-up
                 for c in levels:
                     n = min(requests, 100) if c == 1 else requests
-                    result = _run_load(dep.url, body_file, c, n)
+                    result = loadtest.load_in_subprocess(dep.url, body_file, c, n)
                     rows.append({"size": size, "concurrency": c, **result})
                     print(json.dumps(rows[-1]), flush=True)
         finally:
             serve.shutdown()
             ray.shutdown()
-        search = {size: in_process_search(size, dep.dim) for size in sizes}
-        query_ms = in_process_query(model, body)
+        search = {size: loadtest.in_process_search(size, dep.dim) for size in sizes}
+        query_ms = loadtest.in_process_query(model, body)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
         "mode": mode,
@@ -347,8 +211,8 @@ def run(sizes: list[int], levels: list[int], requests: int, mode: str) -> dict[s
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "load":
-        return load_main(argv[1:])
+    if argv and argv[0] == "load":  # the load generator alone (tvifm.experiments.loadtest)
+        return loadtest.main(argv[1:], prog="bench_serve.py load")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000", help="gallery sizes (comma-separated)")
     parser.add_argument("--concurrency", default="1,8,32", help="concurrency levels (comma-separated)")

@@ -22,7 +22,8 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from docs_section import write_section
+
+from tvifm.experiments.docs import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 

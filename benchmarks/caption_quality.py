@@ -29,16 +29,11 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from tvifm.experiments.captions import score_captioners
+from tvifm.experiments.docs import write_section
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from docs_section import write_section  # noqa: E402
-
-if TYPE_CHECKING:
-    from tvifm.data.base import DatasetSplits, Sample
-
 SECTION = "Caption quality"
 SPLIT_NAMES = {"test": "test split", "val": "held-out validation identities"}
 
@@ -47,73 +42,6 @@ def _generate(root: Path, ids: int) -> None:
     from tvifm.data.synth import generate
 
     generate(root, ids=ids, seed=0, image_size=(96, 48), images_per_cam=(4, 4), progress=True)
-
-
-def _caption_split(captioner_dir: str, samples: list, batch: int = 32) -> dict[str, str]:
-    from tvifm.captioning.model import load_captioner
-    from tvifm.data.images import SkipReport, read_image_or_skip
-
-    captioner = load_captioner(captioner_dir)
-    out: dict[str, str] = {}
-    report = SkipReport()
-    for start in range(0, len(samples), batch):
-        chunk = samples[start : start + batch]
-        images = [(s.rel, read_image_or_skip(s.path, report)) for s in chunk]
-        texts = captioner.caption([im for _, im in images if im is not None])
-        out.update(zip([rel for rel, im in images if im is not None], texts, strict=True))
-    return out
-
-
-def split_images(splits: DatasetSplits, split: str) -> tuple[list[Sample], list[Sample]]:
-    """The visible and IR images of ``split``: ``test`` identities or ``val`` (held-out training ids)."""
-    if split == "val":
-        return list(splits.val_visible), list(splits.val_ir)
-    if split == "test":
-        visible = [s for s in splits.test_gallery if s.modality == "visible"]
-        return visible, [s for s in splits.test_query if s.modality == "ir"]
-    raise ValueError(f"unknown split {split!r}; choose 'val' or 'test'")
-
-
-def evaluate(
-    root: Path, captioner_dir: Path, split: str = "test", modalities: tuple[str, ...] = ("visible", "ir")
-) -> dict[str, object]:
-    """Score the captioners of ``modalities`` (and the ground truth) on ``split`` of the SynthTri at
-    ``root``; a captioner not scored is ``None`` in the result.
-
-    ``val`` holds training-side identities the captioners never saw: compare captioner settings there,
-    and report the chosen one on ``test``."""
-    from tvifm.captioning.quality import SHAPE_ATTRIBUTES, read_truth, score_captions
-    from tvifm.data.registry import load_dataset
-    from tvifm.data.sidecars import load_text_for
-
-    splits = load_dataset("synth", root)
-    truth = read_truth(root)
-    visible, ir = split_images(splits, split)
-    rgb_caps = _caption_split(str(captioner_dir / "rgb"), visible) if "visible" in modalities else {}
-    ir_caps = _caption_split(str(captioner_dir / "ir"), ir) if "ir" in modalities else {}
-    text = load_text_for(splits)
-    gt = {s.rel: text.caption(s).description for s in visible if text.caption(s)}
-    return {
-        "majority": majority_baseline(visible, truth),
-        "rgb": score_captions(rgb_caps, truth).to_dict() if rgb_caps else None,
-        "ir": score_captions(ir_caps, truth, SHAPE_ATTRIBUTES).to_dict() if ir_caps else None,
-        "ground_truth_rgb": score_captions(gt, truth).to_dict(),
-        "examples": {"rgb": list(rgb_caps.items())[:3], "ir": list(ir_caps.items())[:3]},
-        "split": split,
-    }
-
-
-def majority_baseline(samples: list, truth: dict[int, dict]) -> dict[str, float]:
-    """Accuracy of always answering the most frequent value of each attribute (the chance level)."""
-    from collections import Counter
-
-    from tvifm.captioning.quality import ATTRIBUTES
-
-    out = {}
-    for name in ATTRIBUTES:
-        values = [truth[s.pid][name] for s in samples if truth[s.pid].get(name) is not None]
-        out[name] = Counter(values).most_common(1)[0][1] / len(values) if values else 0.0
-    return out
 
 
 def _cell(scores: dict | None, key: str, name: str | None = None, missing: str = "n/a") -> str:
@@ -214,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     overrides = [*args.overrides, f"caption.captioner_dir={captioners}"]
     train = [with_input_size(t) for t in finetune_captioners(str(root), "tiny", overrides, modalities)]
-    result = evaluate(root, captioners, args.split, modalities)
+    result = score_captioners(root, captioners, args.split, modalities)
     result["train"] = train
     result["seconds"] = time.perf_counter() - started
     name = "caption_quality.json" if args.split == "test" else f"caption_quality-{args.split}.json"

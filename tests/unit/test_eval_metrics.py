@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,19 +10,7 @@ from hypothesis import strategies as st
 from tvifm.errors import TvifmError
 from tvifm.eval import EvaluationError, RetrievalResult, evaluate, mean_results
 from tvifm.eval import metrics as metrics_module
-
-
-def _load_naive() -> ModuleType:
-    """The per-query reference loop lives once, in benchmarks/naive_eval.py (shared with the benchmark)."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "naive_eval.py"
-    spec = importlib.util.spec_from_file_location("tvifm_bench_naive_eval", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-naive_evaluate = _load_naive().naive_evaluate
+from tvifm.eval.reference import naive_evaluate
 
 
 def _eval(

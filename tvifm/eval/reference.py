@@ -1,10 +1,11 @@
-"""A deliberately plain per-query evaluation loop: the reference ``tvifm.eval.offline`` is checked against.
+"""A deliberately plain per-query evaluation loop: the reference :func:`tvifm.eval.evaluate` is checked
+against.
 
 It follows the structure of the evaluation code commonly shipped with VI-ReID papers (one argsort of the
 whole matrix, then per query: a keep mask, ``np.unique`` for the identity-deduplicated CMC, cumulative
 sums, and AP through a Python comprehension over the ranking), with a stable argsort so ties are ordered
 by gallery index. Used by ``benchmarks/bench_eval.py`` (timing) and ``tests/unit/test_eval_metrics.py``
-(equality on random inputs). Not part of the package.
+(equality on random inputs); too slow for anything else.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def naive_evaluate(
 
 
 def _cmc_row(labels: np.ndarray, matches: np.ndarray, pid: int, dedup: bool, max_rank: int) -> np.ndarray:
+    """One query's CMC row up to ``max_rank`` (identity-deduplicated when ``dedup``)."""
     if dedup:
         first = np.sort(np.unique(labels, return_index=True)[1])
         row = (labels[first] == pid).astype(np.int32).cumsum()

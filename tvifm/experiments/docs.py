@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: rewrite one ``## <title>`` section of docs/benchmarks.md in place."""
+"""Docs pages the benchmark scripts write: one ``## <title>`` section of a Markdown page rewritten in place
+(``docs/benchmarks.md``, ``docs/captioning.md``), every other section left as it is."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ DOC_INTRO = (
 
 
 def write_section(path: Path, title: str, body: str) -> None:
-    """Replace the section headed ``## {title}`` (up to the next ``## `` heading) with ``body``, or append
-    it; every other section is left as it is."""
+    """Replace the section headed ``## {title}`` (up to the next ``## `` heading) of the Markdown file at
+    ``path`` with ``body``, or append it (to a new benchmarks page when there is no file); every other
+    section is left as it is."""
     heading = f"## {title}"
     text = f"{heading}\n\n{body.strip()}\n"
     current = path.read_text(encoding="utf-8") if path.exists() else DOC_INTRO
