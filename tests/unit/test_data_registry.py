@@ -12,7 +12,7 @@ from layouts import LlcmPlan, SysuPlan, build_llcm, build_regdb, build_sysu, reg
 from tvifm.cli import main as cli
 from tvifm.config import load_config
 from tvifm.data.base import DatasetSplits, EvalSet, Sample
-from tvifm.data.registry import DATASETS, dataset_names, get_spec, load_dataset
+from tvifm.data.registry import DATASETS, ProtocolInputs, dataset_names, get_spec, load_dataset
 from tvifm.data.sidecars import all_samples
 from tvifm.errors import ConfigError
 from tvifm.eval import llcm_eval_sets, regdb_eval_sets, sysu_eval_sets
@@ -148,7 +148,7 @@ def expected_protocols(name: str, visible: list[Sample], ir: list[Sample], shot:
 def test_protocols_give_the_standard_sets_in_order(name: str, shot: str, tmp_path: Path) -> None:
     splits = load(name, tmp_path)
     visible, ir = splits.test_gallery, splits.test_query
-    sets = get_spec(name).protocols(visible, ir, trials=3, seed=5, shot=shot, trial_id=REGDB_TRIAL)
+    sets = get_spec(name).protocols(ProtocolInputs(visible, ir, 3, 5, shot, REGDB_TRIAL))
     expected = expected_protocols(name, visible, ir, shot)
     assert list(sets) == list(expected)  # the first one is what validation selects checkpoints on
     assert sets == expected
@@ -156,7 +156,7 @@ def test_protocols_give_the_standard_sets_in_order(name: str, shot: str, tmp_pat
 
 
 def test_protocol_sets_asks_the_spec(tmp_path: Path) -> None:
-    from tvifm.eval.evaluator import protocol_sets
+    from tvifm.data.registry import protocol_sets
 
     splits = load("llcm", tmp_path)
     visible, ir = splits.test_gallery, splits.test_query

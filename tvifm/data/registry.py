@@ -13,7 +13,6 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from tvifm.data import llcm, regdb, sysu
 from tvifm.data.base import DatasetSplits, EvalSet, Modality, Sample
@@ -25,21 +24,18 @@ ProtocolSets = dict[str, list[EvalSet]]
 """Evaluations by name, each a list of per-trial query/gallery sets."""
 
 
-class Protocols(Protocol):
-    """Builds a dataset's standard evaluations from its visible and IR samples (see :class:`DatasetSpec`)."""
+@dataclass(frozen=True)
+class ProtocolInputs:
+    """What a dataset's protocols are built from: the visible and IR samples of a split, ``trials``
+    gallery samplings seeded by ``seed``, the ``shot`` of SYSU-style galleries and the RegDB split
+    ``trial_id`` recorded on RegDB's single set. Each builder uses what its protocol needs."""
 
-    def __call__(
-        self,
-        visible: Sequence[Sample],
-        ir: Sequence[Sample],
-        *,
-        trials: int,
-        seed: int,
-        shot: str = "single",
-        trial_id: int = 0,
-    ) -> ProtocolSets:
-        """``{evaluation name: per-trial sets}``; the first entry is the one validation selects on."""
-        ...
+    visible: Sequence[Sample]
+    ir: Sequence[Sample]
+    trials: int
+    seed: int
+    shot: str = "single"
+    trial_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,64 +47,39 @@ class DatasetSpec:
       split 1..10; the other datasets have one fixed split and ignore it).
     - ``modality_of(rel)``: ``"visible"``, ``"ir"`` or ``None`` (not an image of the dataset) for a path
       relative to the root, ``/``-separated.
-    - ``protocols(visible, ir, *, trials, seed, shot, trial_id)``: every standard evaluation of the given
-      samples, by name (``trials`` gallery samplings seeded by ``seed``; ``shot`` for SYSU-style
-      galleries; ``trial_id`` recorded on RegDB's single set).
+    - ``protocols(inputs)``: every standard evaluation of the given :class:`ProtocolInputs`, by name; the
+      first entry is the one validation selects on.
     """
 
     name: str
     layout: str
     load: Callable[[Path, int], DatasetSplits]
     modality_of: Callable[[str], Modality | None]
-    protocols: Protocols
+    protocols: Callable[[ProtocolInputs], ProtocolSets]
 
 
-def sysu_protocols(
-    visible: Sequence[Sample],
-    ir: Sequence[Sample],
-    *,
-    trials: int,
-    seed: int,
-    shot: str = "single",
-    trial_id: int = 0,
-) -> ProtocolSets:
+def sysu_protocols(p: ProtocolInputs) -> ProtocolSets:
     """SYSU-MM01 and SynthTri: all-search and indoor-search IR->RGB with ``shot`` galleries, plus RGB->IR
     (1 IR image per identity and camera per trial). ``trial_id`` is unused (one fixed split)."""
     sets = {
-        f"all-{shot}": sysu_eval_sets(ir, visible, "all", shot, trials, seed),
-        f"indoor-{shot}": sysu_eval_sets(ir, visible, "indoor", shot, trials, seed),
-        "rgb2ir": llcm_eval_sets(visible, ir, "rgb2ir", trials, seed),
+        f"all-{p.shot}": sysu_eval_sets(p.ir, p.visible, "all", p.shot, p.trials, p.seed),
+        f"indoor-{p.shot}": sysu_eval_sets(p.ir, p.visible, "indoor", p.shot, p.trials, p.seed),
+        "rgb2ir": llcm_eval_sets(p.visible, p.ir, "rgb2ir", p.trials, p.seed),
     }
     for es in sets["rgb2ir"]:
         es.name = "rgb2ir"
     return sets
 
 
-def regdb_protocols(
-    visible: Sequence[Sample],
-    ir: Sequence[Sample],
-    *,
-    trials: int,
-    seed: int,
-    shot: str = "single",
-    trial_id: int = 0,
-) -> ProtocolSets:
+def regdb_protocols(p: ProtocolInputs) -> ProtocolSets:
     """RegDB: every image against every image of the other modality, IR->RGB then RGB->IR, recorded as
     split ``trial_id``. ``trials``, ``seed`` and ``shot`` are unused (RegDB's trials are its splits)."""
-    return {d: regdb_eval_sets(visible, ir, d, trial_id) for d in ("ir2rgb", "rgb2ir")}
+    return {d: regdb_eval_sets(p.visible, p.ir, d, p.trial_id) for d in ("ir2rgb", "rgb2ir")}
 
 
-def llcm_protocols(
-    visible: Sequence[Sample],
-    ir: Sequence[Sample],
-    *,
-    trials: int,
-    seed: int,
-    shot: str = "single",
-    trial_id: int = 0,
-) -> ProtocolSets:
+def llcm_protocols(p: ProtocolInputs) -> ProtocolSets:
     """LLCM: IR->RGB then RGB->IR with ``trials`` gallery samplings. ``shot`` and ``trial_id`` are unused."""
-    return {d: llcm_eval_sets(visible, ir, d, trials, seed) for d in ("ir2rgb", "rgb2ir")}
+    return {d: llcm_eval_sets(p.visible, p.ir, d, p.trials, p.seed) for d in ("ir2rgb", "rgb2ir")}
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -159,6 +130,21 @@ def load_dataset(name: str, root: str | os.PathLike[str], trial: int = 1) -> Dat
     spec = get_spec(name)
     base = require_dir(Path(os.path.abspath(root)), spec.layout)
     return spec.load(base, trial)
+
+
+def protocol_sets(
+    dataset: str,
+    visible: Sequence[Sample],
+    ir: Sequence[Sample],
+    *,
+    trials: int,
+    seed: int,
+    shot: str = "single",
+    trial_id: int = 0,
+) -> ProtocolSets:
+    """Every standard evaluation of ``dataset`` on the given samples, by name (its spec's ``protocols``;
+    unknown names raise :class:`ConfigError` listing the valid ones)."""
+    return get_spec(dataset).protocols(ProtocolInputs(visible, ir, trials, seed, shot, trial_id))
 
 
 load = load_dataset

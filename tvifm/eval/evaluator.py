@@ -15,29 +15,13 @@ import numpy as np
 
 from tvifm.config.schema import Config
 from tvifm.data.base import DatasetSplits, EvalSet, Sample
-from tvifm.data.registry import get_spec
+from tvifm.data.registry import protocol_sets
 from tvifm.data.sidecars import TextIndex
 from tvifm.errors import TvifmError
 from tvifm.eval import evaluate_sets
 from tvifm.eval.embeddings import build_query_bank, gallery_embeddings
 from tvifm.models.query import IR_QUERY_MODES, main_mode
 from tvifm.models.tvifm import TVIFM
-
-
-def protocol_sets(
-    dataset: str,
-    visible: Sequence[Sample],
-    ir: Sequence[Sample],
-    *,
-    trials: int,
-    seed: int,
-    shot: str = "single",
-    trial_id: int = 0,
-) -> dict[str, list[EvalSet]]:
-    """Every standard evaluation of ``dataset`` on the given samples, by name: what its
-    :class:`~tvifm.data.registry.DatasetSpec` ``protocols`` give (unknown names raise
-    :class:`~tvifm.errors.ConfigError` listing the valid ones)."""
-    return get_spec(dataset).protocols(visible, ir, trials=trials, seed=seed, shot=shot, trial_id=trial_id)
 
 
 def evaluate_model(

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from tvifm.config.loader import config_hash
-from tvifm.data.registry import load_dataset
+from tvifm.data.registry import load_dataset, protocol_sets
 from tvifm.data.sidecars import load_text_for
 from tvifm.data.storage import local_dataset
-from tvifm.eval.evaluator import evaluate_model, protocol_sets
+from tvifm.eval.evaluator import evaluate_model
 from tvifm.models.factory import load_run
 from tvifm.models.query import STAGE_MODES, check_modes
 from tvifm.models.run import RunDir

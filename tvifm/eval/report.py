@@ -8,11 +8,10 @@ from typing import Any
 import numpy as np
 
 from tvifm.data.images import read_image
-from tvifm.data.registry import load_dataset
+from tvifm.data.registry import load_dataset, protocol_sets
 from tvifm.data.sidecars import load_text_for
 from tvifm.data.storage import local_dataset
 from tvifm.eval.embeddings import build_query_bank, gallery_embeddings
-from tvifm.eval.evaluator import protocol_sets
 from tvifm.eval.offline import METRIC_KEYS
 from tvifm.eval.plots import RankedRow, plot_cmc, retrieval_grid
 from tvifm.models.factory import load_run
