@@ -1,29 +1,20 @@
-"""Run the whole tvifm pipeline on the embedded default (or a preset): ``python jobs/pipeline.py``.
+"""Run the whole tvifm pipeline on the embedded default (or a preset) (``tvifm pipeline``).
 
-Usage: ``python jobs/pipeline.py [--config PRESET_OR_YAML] [key=value ...]``
+    python jobs/pipeline.py [--config PRESET_OR_YAML] [--verbose] [section.key=value ...]
+
+The console shows the pipeline's stages, progress bars and results; Ray's, DeepSpeed's and MLflow's own
+logs go to ``<out_dir>/logs/pipeline-<time>.log`` (printed at the start), or stay here with ``--verbose``.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from tvifm.config import load_config
-from tvifm.errors import TvifmError
-from tvifm.pipeline import run_pipeline
+from tvifm.cli import job_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="tiny", help="preset name or YAML file (default: tiny)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
-    try:
-        run_pipeline(load_config(args.config, args.overrides))
-    except TvifmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return job_main("pipeline", argv)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,13 @@ def _config(args: argparse.Namespace, extra: Sequence[str] = ()) -> Any:
     return load_config(args.config, [*extra, *args.overrides])
 
 
-def _settings(parser: argparse.ArgumentParser, preset: bool = True) -> None:
-    """``--config`` and the trailing ``section.key=value`` overrides every job takes."""
+def _settings(parser: argparse.ArgumentParser, preset: bool = True, verbose: bool = False) -> None:
+    """``--config`` and the trailing ``section.key=value`` overrides every job takes (and ``--verbose``,
+    for jobs that run Ray, DeepSpeed or MLflow: their logs on the console instead of in a file)."""
+    if verbose:
+        from tvifm.logs import add_verbose_flag
+
+        add_verbose_flag(parser)
     if preset:
         parser.add_argument(
             "--config", default="tiny", help="preset name (tiny, paper) or YAML file (default: tiny)"
@@ -86,17 +91,22 @@ MODALITIES = {"both": ("visible", "ir"), "visible": ("visible",), "ir": ("ir",)}
 
 def _cmd_caption(args: argparse.Namespace) -> int:
     from tvifm.captioning.job import run_caption_job
+    from tvifm.logs import log_dir, quiet_frameworks
 
     cfg = _config(args)
-    _print_json(run_caption_job(args.root, cfg.caption, dataset=cfg.data.dataset).to_dict())
+    with quiet_frameworks(log_dir(cfg.out_dir), "caption", verbose=args.verbose):
+        result = run_caption_job(args.root, cfg.caption, dataset=cfg.data.dataset)
+    _print_json(result.to_dict())
     return 0
 
 
 def _cmd_caption_finetune(args: argparse.Namespace) -> int:
     from tvifm.captioning.finetune import finetune
+    from tvifm.logs import log_dir, quiet_frameworks
 
     cfg = _config(args)
-    results = finetune(args.root, cfg, cfg.caption, MODALITIES[args.modality])
+    with quiet_frameworks(log_dir(cfg.out_dir), "caption-finetune", verbose=args.verbose):
+        results = finetune(args.root, cfg, cfg.caption, MODALITIES[args.modality])
     _print_json([r.to_dict() for r in results])
     return 0
 
@@ -108,14 +118,14 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
         epilog="fine-tune the captioners first: tvifm caption-finetune --help",
     )
     cap.add_argument("--root", required=True, help="dataset folder or s3://bucket/prefix")
-    _settings(cap)
+    _settings(cap, verbose=True)
     cap.set_defaults(func=_cmd_caption)
     ft = sub.add_parser(
         "caption-finetune", help="fine-tune the RGB/IR captioners (jobs/caption.py finetune)"
     )
     ft.add_argument("--root", required=True, help="dataset folder or s3://bucket/prefix")
     ft.add_argument("--modality", choices=sorted(MODALITIES), default="both")
-    _settings(ft)
+    _settings(ft, verbose=True)
     ft.set_defaults(func=_cmd_caption_finetune)
 
 
@@ -125,8 +135,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.local:
         return _train_local(cfg, args)
     from tvifm.engine.job import tracking_session, train_job, training_cluster
+    from tvifm.logs import quiet_job
 
-    with tracking_session(cfg) as uri, training_cluster(cfg):
+    with quiet_job(cfg, "train", verbose=args.verbose), tracking_session(cfg) as uri, training_cluster(cfg):
         result = train_job(cfg, uri, evaluate=not args.no_eval)
     summary: dict[str, Any] = {
         "run_name": result.run_name,
@@ -163,7 +174,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--stage", choices=("base", "joint"), help="with --local: the stage to train")
     tr.add_argument("--out", help="with --local: run directory (re-running into it resumes)")
     tr.add_argument("--init", help="with --local --stage joint: the base run directory to start from")
-    _settings(tr)
+    _settings(tr, verbose=True)
     tr.set_defaults(func=_cmd_train)
 
 
@@ -238,17 +249,24 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 # -- the main job ---------------------------------------------------------------------------------------
 def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from tvifm.logs import quiet_job
     from tvifm.pipeline import run_pipeline
 
-    run_pipeline(_config(args))
+    cfg = _config(args)
+    with quiet_job(cfg, "pipeline", verbose=args.verbose):
+        run_pipeline(cfg)
     return 0
 
 
 def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     pl = sub.add_parser(
-        "pipeline", help="every stage end to end on the embedded default or a preset (jobs/pipeline.py)"
+        "pipeline",
+        help="every stage end to end on the embedded default or a preset (jobs/pipeline.py)",
+        description="The console shows the pipeline's stages, progress bars and results; Ray's, "
+        "DeepSpeed's and MLflow's own logs go to <out_dir>/logs/pipeline-<time>.log (printed at the "
+        "start), or stay on the console with --verbose.",
     )
-    _settings(pl)
+    _settings(pl, verbose=True)
     pl.set_defaults(func=_cmd_pipeline)
 
 

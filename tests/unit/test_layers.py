@@ -21,7 +21,8 @@ ALLOWED: dict[str, set[str]] = {
     "engine": CORE | {"cluster", "tracking"},
     "tracking": CORE,
     "serve": CORE | {"captioning"},
-    "cluster": set(),
+    "logs": FOUNDATION,
+    "cluster": FOUNDATION | {"logs"},
 }
 EDGES_OF_EVERYTHING = {"cli", "pipeline", "experiments"}  # jobs and experiments compose every layer
 # the documented exceptions: the config checks dataset names against the registry when it is loaded
