@@ -120,7 +120,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
     backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS))
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False
+    )
     backend.train_from_iterator(corpus, trainer)
     return BertTokenizer(vocab=backend.get_vocab(), bos_token=DECODER_TOKEN)
 
