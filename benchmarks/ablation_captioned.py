@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     abl.prepare_data(source)
     root = captions.captioned_copy(source.data.root, args.out / "captioned" / "synthtri").resolve()
     cfg = abl.ablation_config(args.config, [*args.overrides, f"data.root={root}"])
-    report = captions.caption_dataset(root, args.captioners, cfg)
+    report = captions.recaption(root, args.captioners, cfg)
     per_seed = []
     for seed in args.seeds:
         runs = abl.train_captioned_seed(cfg, seed, args.out)

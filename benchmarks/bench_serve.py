@@ -90,9 +90,10 @@ def _deploy(tmp: Path, model: Path) -> Deployment:
 
     from tvifm.serve.app import build_application
     from tvifm.serve.config import serve_config
+    from tvifm.tracking.server import free_port
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = loadtest.free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False})
     cfg = serve_config(
         {

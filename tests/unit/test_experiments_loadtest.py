@@ -14,6 +14,7 @@ from typing import ClassVar
 import pytest
 
 from tvifm.experiments import loadtest
+from tvifm.tracking.server import free_port
 
 
 class _Stub(BaseHTTPRequestHandler):
@@ -46,7 +47,7 @@ def torch_threads() -> Iterator[None]:
 
 @pytest.fixture
 def stub_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", loadtest.free_port()), _Stub)
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Stub)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -123,7 +123,7 @@ def captioned_copy(source: str | Path, dest: Path) -> Path:
     return dest
 
 
-def caption_dataset(root: Path, captioners: Path, cfg: Config) -> dict[str, Any]:
+def recaption(root: Path, captioners: Path, cfg: Config) -> dict[str, Any]:
     """Caption every image at ``root`` with the captioning job, the captioners ``captioners/rgb`` and
     ``captioners/ir`` and the rule-based augmenter (skipped when the job's report says it is done);
     returns the job's report."""
@@ -135,7 +135,11 @@ def caption_dataset(root: Path, captioners: Path, cfg: Config) -> dict[str, Any]
     if not report.is_file():
         ccfg = caption_config(
             to_dict(cfg.caption),
-            [f"rgb_checkpoint={captioners / 'rgb'}", f"ir_checkpoint={captioners / 'ir'}", "augmenter=rule"],
+            [
+                f"caption.rgb_checkpoint={captioners / 'rgb'}",
+                f"caption.ir_checkpoint={captioners / 'ir'}",
+                "caption.augmenter=rule",
+            ],
         )
         run_caption_job(str(root), ccfg, dataset=cfg.data.dataset)
     return json.loads(report.read_text())

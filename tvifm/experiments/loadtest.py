@@ -17,7 +17,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -94,13 +93,6 @@ def load_in_subprocess(url: str, body_file: Path, concurrency: int, requests: in
     env = {**os.environ, "PYTHONPATH": path}
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=1800, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    """A TCP port free on loopback now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fill_gallery(index: Any, dim: int, start: int, stop: int, chunk: int = 10_000) -> float:
