@@ -185,6 +185,7 @@ def test_cli_fine_tunes_then_captions(
             "visible",
             *tiny_captioner_overrides,
             f"caption.captioner_dir={out}",
+            f"out_dir={tmp_path / 'runs'}",
         ]
     )
     assert rc == 0 and (out / "rgb" / "model.safetensors").is_file() and not (out / "ir").exists()
@@ -195,10 +196,11 @@ def test_cli_fine_tunes_then_captions(
             f"caption.captioner_dir={out}",
             "caption.modalities=[visible]",
             "caption.actors=1",
+            f"out_dir={tmp_path / 'runs'}",
         ]
     )
     assert rc == 0
     assert set(read_caption_file(caption_dict_path(synth_copy, "visible")).captions) == _rels(
         synth_copy, "visible"
     )
-    assert caption_job.main(["--root", str(tmp_path / "nowhere")]) == 2
+    assert caption_job.main(["--root", str(tmp_path / "nowhere"), f"out_dir={tmp_path / 'runs'}"]) == 2

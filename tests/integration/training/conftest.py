@@ -114,6 +114,7 @@ def job_overrides(synth_small: Path, tmp_path: Path) -> Callable[..., list[str]]
             "dist.cpus_per_worker=1",
             f"dist.storage_path={tmp_path / 'ray'}",
             f"tracking.local_root={tmp_path / 'mlflow'}",
+            f"out_dir={tmp_path / 'runs'}",  # the job's log file goes under out_dir
             *extra,
         ]
 
