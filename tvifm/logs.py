@@ -106,7 +106,8 @@ def quiet_frameworks(
         return
     stamp = time.strftime("%Y%m%d-%H%M%S")
     router = _LogRouter(Path(directory) / f"{job}-{stamp}-{os.getpid()}.log")
-    print(f"[tvifm] Ray, DeepSpeed and MLflow logs: {router.path} (--verbose prints them here)", flush=True)
+    notice = f"[tvifm] Ray, DeepSpeed and MLflow logs: {router.path} (--verbose prints them here)"
+    print(notice, file=sys.stderr, flush=True)  # stderr: a job's JSON on stdout stays machine-readable
     _active = router
     router.start(preload)
     ok = False

@@ -65,7 +65,7 @@ def test_make_run_shows_the_pipeline_and_files_the_frameworks_logs(
 
     noise = [m.group(0) for m in FRAMEWORK_LINE.finditer(console)]
     assert not noise, f"framework output on the console: {noise[:5]}"
-    (path,) = LOG_LINE.findall(stdout)  # printed once
+    (path,) = LOG_LINE.findall(stderr)  # printed once, on stderr
     log = Path(path).read_text()
     assert Path(path).parent == tmp_path / "runs" / "logs"
     assert "(RayTrainWorker pid=" in log and "(TrainController pid=" in log  # Ray Train's own output

@@ -58,7 +58,7 @@ def test_framework_logs_and_warnings_go_to_the_file_and_tvifm_output_stays(
             warnings.warn_explicit("ours", UserWarning, __file__, 1)
         print("[tvifm] stage done")
     out, err = capsys.readouterr()
-    assert out.count(str(path)) == 1 and "[tvifm] stage done" in out
+    assert err.count(str(path)) == 1 and "[tvifm] stage done" in out  # the notice keeps stdout clean
     assert "mlflow" not in err and "type hint" not in err and "migrating" not in err
     assert [r.getMessage() for r in caplog.records] == ["2 images skipped"]  # handled as before
     assert [str(w.message) for w in recwarn] == ["ours"]
@@ -83,7 +83,7 @@ def test_verbose_moves_nothing(
 def test_a_job_inside_a_job_keeps_the_outer_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with quiet_frameworks(tmp_path, "outer") as outer, quiet_frameworks(tmp_path, "inner") as inner:
         assert inner == outer
-    assert capsys.readouterr().out.count("logs:") == 1
+    assert capsys.readouterr().err.count("logs:") == 1
 
 
 def test_the_log_file_is_named_again_when_the_job_fails(
