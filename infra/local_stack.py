@@ -16,6 +16,12 @@ Three services stand in for what ``k8s/`` deploys on a cluster:
   a per-stack token in ``DIR/ray_auth_token``) and the dashboard on, so ``ray job submit`` works. Its
   processes inherit the MLflow and S3 settings, so a submitted job finds both.
 
+Every service listens on 127.0.0.1 only. For Ray that takes more than ``--node-ip-address=127.0.0.1``,
+which Ray 2.60 replaces by the host's address: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (``LOOPBACK_ENV``,
+Ray's switch for clusters that never span machines) keeps the node on loopback, so the GCS, raylet,
+object manager, agents, workers and metrics endpoints bind to 127.0.0.1 instead of every interface. It
+is exported too: a driver in the user's shell must see the same node address.
+
 ``start`` writes only ``export`` lines (and comments) on stdout, progress on stderr, so
 ``eval "$(infra/local_stack.sh start)"`` configures the current shell. Each service runs in a session of
 its own; ``DIR/stack.json`` records its PID (= process group = session id), start time, ports and log.
@@ -58,6 +64,8 @@ S3_CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+# keeps Ray's node address, and so every Ray server socket, on loopback (see the module docstring)
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 START_TIMEOUT = {"s3": 60.0, "mlflow": 180.0, "ray": 180.0}
 STOP_GRACE = 30.0
 SERVICES = ("s3", "mlflow", "ray")
@@ -395,6 +403,7 @@ def _start_ray(root: Path, logs: Path, state: dict[str, Any], num_cpus: int) -> 
     env = {
         **_base_env(),
         **state["env"],  # every Ray process (job drivers, workers, replicas) finds MLflow and S3
+        **LOOPBACK_ENV,
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str(token),
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # nothing to drain locally: stop at once
@@ -403,7 +412,7 @@ def _start_ray(root: Path, logs: Path, state: dict[str, Any], num_cpus: int) -> 
     record = spawn("ray", cmd, env, logs)
     record.update(port=gcs, dashboard_url=f"http://{HOST}:{dash}", temp_dir=temp)
     state["services"]["ray"] = record
-    state["env"].update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)})
+    state["env"].update({**LOOPBACK_ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)})
     save_state(root, state)
     _say(f"ray: head with dashboard on {record['dashboard_url']} (pid {record['pid']})")
     wait_until(lambda: check("ray", state), record, START_TIMEOUT["ray"])
@@ -413,7 +422,7 @@ def _start_ray(root: Path, logs: Path, state: dict[str, Any], num_cpus: int) -> 
 
 
 def _gcs_address(temp: Path, port: int) -> str:
-    """The GCS address Ray registered (it may pick the host's address over loopback)."""
+    """The GCS address Ray registered (127.0.0.1 with ``LOOPBACK_ENV``)."""
     with contextlib.suppress(OSError):
         address = (temp / "ray_current_cluster").read_text().strip()
         if address:

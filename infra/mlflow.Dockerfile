@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
-# The MLflow tracking server of k8s/40-mlflow.yaml: mlflow at the version the project uses, with the
-# PostgreSQL driver (backend store) and boto3 (artifacts in S3-compatible storage). Needs no build
-# context:
+# The MLflow tracking server of k8s/40-mlflow.yaml: mlflow at the version the project uses with its
+# basic-auth app (the [auth] extra), the PostgreSQL driver (backend and auth stores) and boto3
+# (artifacts in S3-compatible storage). Needs no build context:
 #
 #   docker build -f infra/mlflow.Dockerfile -t REGISTRY/tvifm/mlflow:3.17.2 infra/
 #
@@ -9,7 +9,7 @@
 FROM python:3.11-slim-bookworm
 
 ARG MLFLOW_VERSION=3.17.2
-RUN pip install --no-cache-dir "mlflow==${MLFLOW_VERSION}" "psycopg2-binary>=2.9,<3" "boto3>=1.34,<2" \
+RUN pip install --no-cache-dir "mlflow[auth]==${MLFLOW_VERSION}" "psycopg2-binary>=2.9,<3" "boto3>=1.34,<2" \
     && useradd --uid 10001 --user-group --create-home --home-dir /home/mlflow mlflow
 
 USER 10001

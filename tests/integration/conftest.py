@@ -46,7 +46,8 @@ TINY_CAPTIONER = (
 )
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
+    # moto accepts any key; a distinctive one lets tests check it never reaches a log
+    "AWS_SECRET_ACCESS_KEY": f"test-secret-{uuid.uuid4().hex}",
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",

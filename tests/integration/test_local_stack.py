@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -61,6 +62,35 @@ def _in_session(sid: int) -> list[int]:
             if fields[0] != "Z" and sid in (int(fields[2]), int(fields[3])):
                 found.append(int(entry.name))
     return found
+
+
+def _listening(pids: list[int]) -> list[str]:
+    """The local addresses (``hex-ip:hex-port`` as in ``/proc/net/tcp*``) the processes listen on."""
+    inodes = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[len("socket:[") : -1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # state LISTEN, socket of one of the pids
+                found.append(fields[1])
+    return found
+
+
+def _is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1 or an IPv4-mapped 127.x address, from the kernel's hex notation."""
+    ip = address.split(":")[0]
+    if len(ip) == 8:  # IPv4, bytes in host (little-endian) order
+        return ip[6:8] == "7F"
+    return ip == "00000000000000000000000001000000" or (
+        ip[:24] == "0000000000000000FFFF0000" and ip[30:32] == "7F"
+    )
 
 
 def test_start_use_and_stop_the_local_stack(tmp_path: Path) -> None:
@@ -133,6 +163,11 @@ def test_start_use_and_stop_the_local_stack(tmp_path: Path) -> None:
             assert json.load(resp)["experiment"]["name"] == "local-stack-probe"
 
         records = json.loads(state_file.read_text())["services"]
+        # nothing of the stack listens beyond this machine: every socket is bound to loopback
+        sockets = {name: _listening(_in_session(record["pgid"])) for name, record in records.items()}
+        assert all(sockets.values()), f"a service without a listening socket: {sockets}"
+        exposed = {name: [a for a in found if not _is_loopback(a)] for name, found in sockets.items()}
+        assert not any(exposed.values()), f"listening on other interfaces than loopback: {exposed}"
     finally:
         stopped = _stack(stack_dir, "stop", timeout=180)
     assert stopped.returncode == 0, stopped.stderr

@@ -104,3 +104,42 @@ def test_captioner_fine_tuned_from_s3_data_is_saved_to_and_loaded_from_s3(
     assert storage.exists(f"{target}/rgb/model.safetensors")
     captioner = load_captioner(f"{target}/rgb")
     assert captioner.meta["modality"] == "visible"
+
+
+def _hostile_keys(outside: Path) -> dict[str, str]:
+    """Object keys below ``model/`` that a naive download would write outside its folder (to ``outside``)."""
+    return {
+        "double slash": f"model//{outside.as_posix().lstrip('/')}/pwned.txt",
+        "dot dot": f"model/../{outside.name}/pwned.txt",
+        "backslash": f"model/..\\{outside.name}\\pwned.txt",
+        "NUL": "model/a\x00b.txt",
+    }
+
+
+@pytest.mark.parametrize("kind", ["double slash", "dot dot", "backslash", "NUL"])
+def test_download_tree_refuses_a_key_that_leaves_the_folder(
+    s3_bucket: str, tmp_path: Path, kind: str
+) -> None:
+    outside = tmp_path / "outside"
+    key = _hostile_keys(outside)[kind]
+    client = storage.s3_client()
+    client.put_object(Bucket=s3_bucket, Key="model/config.json", Body=b"{}")
+    client.put_object(Bucket=s3_bucket, Key=key, Body=b"pwned")
+    listed = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket, Prefix="model/")["Contents"]]
+    assert key in listed, f"the S3 server did not keep the key {key!r} as given: {listed}"
+    dest = tmp_path / "dest"
+    with pytest.raises(storage.StorageError) as err:
+        storage.download_tree(f"s3://{s3_bucket}/model", dest)
+    assert repr(f"s3://{s3_bucket}/{key}") in str(err.value), "the error names the object"
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == [], f"files written by a refused download: {written}"
+
+
+def test_download_tree_fetches_plain_keys_and_skips_hidden_ones(s3_bucket: str, tmp_path: Path) -> None:
+    base = f"s3://{s3_bucket}/model"
+    for key, body in {"config.json": b"{}", "weights/a.bin": b"\x01", ".a.bin.tmp": b"half"}.items():
+        storage.write_bytes(storage.join(base, key), body)
+    out = storage.download_tree(base, tmp_path / "dest")
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == ["config.json", "weights/a.bin"]
+    assert (out / "weights" / "a.bin").read_bytes() == b"\x01"

@@ -49,6 +49,8 @@ CONFIG_MOUNT = "/etc/tvifm"
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|CREDENTIAL", re.IGNORECASE)
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MLFLOW_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+TRAIN_MLFLOW_SECRET, SERVE_MLFLOW_SECRET = "tvifm-mlflow-train", "tvifm-mlflow-serve"
 
 
 # --- loading ----------------------------------------------------------------------------------------------
@@ -569,9 +571,17 @@ def test_jobs_start_suspended_and_shut_their_clusters_down() -> None:
         assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
         assert spec["submissionMode"] == "K8sJobMode" and "submitterPodTemplate" in spec
         env = runtime_env(job)
-        assert env["MLFLOW_TRACKING_URI"] == mlflow_url, name
+        # only training tracks (and registers) in MLflow; captioning is given no tracking server
+        assert env.get("MLFLOW_TRACKING_URI") == (mlflow_url if name == "tvifm-train" else None), name
         assert env["AWS_ENDPOINT_URL"] == s3_url, name
+        assert not any(SECRET_NAME.search(key) for key in env), f"{name}: a secret in the runtime env"
         assert ray_cluster_spec(job)["authOptions"]["mode"] == "token"
+        expected = {
+            ("AWS_ACCESS_KEY_ID", "tvifm-s3-credentials"),
+            ("AWS_SECRET_ACCESS_KEY", "tvifm-s3-credentials"),
+        }
+        if name == "tvifm-train":
+            expected |= {(key, TRAIN_MLFLOW_SECRET) for key in MLFLOW_CREDENTIALS}
         for tpl in templates():
             if tpl.where.startswith(f"RayJob/{name} ") and tpl.role != "ray-submitter":
                 refs = {
@@ -579,10 +589,7 @@ def test_jobs_start_suspended_and_shut_their_clusters_down() -> None:
                     for e in tpl.containers(init=False)[0]["env"]
                     if "valueFrom" in e
                 }
-                assert refs == {
-                    ("AWS_ACCESS_KEY_ID", "tvifm-s3-credentials"),
-                    ("AWS_SECRET_ACCESS_KEY", "tvifm-s3-credentials"),
-                }
+                assert refs == expected, tpl.where
 
 
 def test_service_config_is_what_jobs_serve_print_config_prints() -> None:
@@ -631,9 +638,19 @@ def test_service_config_builds_the_projects_application_on_its_workers() -> None
     assert config["http_options"]["port"] == ports["serve"] == 8000
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": ports["serve"]}
     assert service["spec"]["excludeHeadPodFromServeSvc"] is True
-    # the token variable is set, from a Secret, where the ingress replicas run
-    token = env_of(container)[args["auth_token_env"]]
-    assert "secretKeyRef" in token["valueFrom"]
+    # the bearer token is a file of the Secret, mounted where the ingress replicas run; it is neither in
+    # the pods' environment nor handed to Ray
+    assert args["auth_token_env"] is None
+    token_file = Path(args["auth_token_file"])
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in worker["template"]["spec"]["volumes"]}
+    (mount,) = [m for m in mounts.values() if token_file.parent == Path(m["mountPath"])]
+    assert mount["readOnly"] is True
+    secret = volumes[mount["name"]]["secret"]
+    assert secret["secretName"] == "tvifm-serve-token"
+    assert [i["path"] for i in secret["items"]] == [token_file.name]
+    assert secret["defaultMode"] & 0o007 == 0, "the token file must not be world-readable"
+    assert not any("tvifm-serve-token" in str(e.get("valueFrom")) for e in container["env"])
     # replicas fit the GPU workers: every embedder replica gets its GPU
     total_gpus = sum(r * g for r, g, _ in gpus(service))
     assert args["embedder"]["max_replicas"] * args["embedder"]["num_gpus"] <= total_gpus
@@ -710,11 +727,115 @@ def test_mlflow_uses_postgres_and_the_object_store_and_accepts_in_cluster_names(
     assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == f"http://{service_host('tvifm-minio')}:9000"
     allowed = params["allowed_hosts"].split(",")
     assert "*" not in allowed
-    clients = [runtime_env(job)["MLFLOW_TRACKING_URI"] for job in objects("RayJob")]
+    clients = [runtime_env(one("RayJob", "tvifm-train"))["MLFLOW_TRACKING_URI"]]
     clients.append(serve_args()["mlflow_tracking_uri"])
+    clients.append(env_of(_mlflow_setup_container())["MLFLOW_TRACKING_URI"]["value"])
     for uri in [*clients, "http://localhost:5000", "http://127.0.0.1:5000"]:
         assert is_allowed_host_header(allowed, urlparse(uri).netloc), f"MLflow would refuse Host {uri}"
     assert not is_allowed_host_header(allowed, "evil.example.com:5000")
+
+
+def _mlflow_setup_container() -> dict[str, Any]:
+    (container,) = one("Job", "tvifm-mlflow-users")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def mlflow_auth_settings() -> Any:
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read_string(one("ConfigMap", "tvifm-mlflow-auth")["data"]["basic_auth.ini"])
+    return parser["mlflow"]
+
+
+def test_mlflow_requires_authentication_with_users_kept_in_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
+    params = _mlflow_server_params(monkeypatch)
+    assert params["app_name"] == "basic-auth", "the MLflow server must run its basic-auth app"
+    container = _mlflow_container()
+    env = env_of(container)
+    path = Path(env["MLFLOW_AUTH_CONFIG_PATH"]["value"])
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in one("Deployment", "tvifm-mlflow")["spec"]["template"]["spec"]["volumes"]}
+    mounted = volumes[mounts[str(path.parent)]]["configMap"]
+    assert mounted["name"] == "tvifm-mlflow-auth" and [i["path"] for i in mounted["items"]] == [path.name]
+    settings = mlflow_auth_settings()
+    assert settings["default_permission"] == "NO_PERMISSIONS", "users get only what they are granted"
+    assert settings["authorization_function"] == "mlflow.server.auth:authenticate_request_basic_auth"
+    # users and permissions survive restarts: in Postgres, password from libpq's PGPASSWORD (a Secret)
+    store = urlparse(settings["database_uri"])
+    assert (store.scheme, store.hostname, store.password) == (
+        "postgresql",
+        service_host("tvifm-postgres"),
+        None,
+    )
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "tvifm-postgres",
+        "key": "POSTGRES_PASSWORD",
+    }
+    for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "tvifm-mlflow-admin", "key": name}
+    # the probes use /health, which the basic-auth app leaves open (importing mlflow.server.auth here
+    # to ask it would read its settings file at import time)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health", probe
+
+
+def test_only_the_training_job_holds_mlflow_credentials_that_may_move_aliases() -> None:
+    holders: dict[str, set[str]] = {}
+    for tpl in templates():
+        for container in tpl.containers():
+            for key in MLFLOW_CREDENTIALS:
+                ref = env_of(container).get(key, {}).get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    holders.setdefault(ref["name"], set()).add(tpl.where)
+    assert holders[TRAIN_MLFLOW_SECRET] == {"RayJob/tvifm-train head", "RayJob/tvifm-train gpu"}
+    assert holders[SERVE_MLFLOW_SECRET] == {"RayService/tvifm-retrieval gpu"}
+    assert holders["tvifm-mlflow-admin"] == {"Job/tvifm-mlflow-users"}, "the admin signs in nowhere else"
+    assert set(holders) == {TRAIN_MLFLOW_SECRET, SERVE_MLFLOW_SECRET, "tvifm-mlflow-admin"}, holders
+    # the user Job runs as the admin and gives each user its grants (the script is run for real against
+    # an MLflow server in tests/integration/test_mlflow_auth.py)
+    env = env_of(_mlflow_setup_container())
+    assert env["MLFLOW_TRACKING_USERNAME"]["value"] == mlflow_auth_settings()["admin_username"]
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "tvifm-mlflow-admin"
+    for role, secret in (("TRAIN", TRAIN_MLFLOW_SECRET), ("SERVE", SERVE_MLFLOW_SECRET)):
+        for field_name, key in (("USERNAME", MLFLOW_CREDENTIALS[0]), ("PASSWORD", MLFLOW_CREDENTIALS[1])):
+            assert env[f"{role}_{field_name}"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": key}
+    script = one("ConfigMap", "tvifm-mlflow-auth")["data"]["setup_users.py"]
+    grants = set(re.findall(r'grant\(auth, (train|serve), "(\w+)", \w+, "(\w+)"\)', script))
+    assert grants == {
+        ("train", "experiment", "EDIT"),
+        ("train", "registered_model", "EDIT"),
+        ("serve", "experiment", "READ"),
+        ("serve", "registered_model", "READ"),
+    }
+    train_cfg = yaml.safe_load(one("ConfigMap", "tvifm-config")["data"]["train.yaml"])["tracking"]
+    assert env["TVIFM_EXPERIMENT"]["value"] == train_cfg["experiment"]
+    assert env["TVIFM_REGISTERED_MODEL"]["value"] == train_cfg["registered_model"]
+    assert serve_args()["model"] == f"models:/{train_cfg['registered_model']}@production"
+
+
+def test_the_retrieval_api_is_served_over_tls_by_an_ingress() -> None:
+    (ingress,) = objects("Ingress")
+    service = one("RayService", "tvifm-retrieval")
+    spec = ingress["spec"]
+    (tls,) = spec["tls"]
+    assert tls["secretName"] == "tvifm-retrieval-tls"
+    rule_hosts = [rule["host"] for rule in spec["rules"]]
+    assert rule_hosts and set(rule_hosts) <= set(tls["hosts"]), "every host of the rules is served over TLS"
+    assert "defaultBackend" not in spec
+    (rule,) = spec["rules"]
+    (path,) = rule["http"]["paths"]
+    backend = path["backend"]["service"]
+    # the Service KubeRay creates for a RayService, on the port Serve listens on
+    assert backend["name"] == f"{service['metadata']['name']}-serve-svc"
+    assert backend["port"]["number"] == service_config(service)["http_options"]["port"]
+    assert path["path"] == service_config(service)["applications"][0]["route_prefix"]
+    # behind the Ingress, the plain-HTTP port admits the ingress controller's namespace only
+    policy = one("NetworkPolicy", "retrieval-serve-ingress")
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"tvifm.io/ingress-controller": "true"}}}]
+    guide = (REPO / "docs" / "operations.md").read_text()
+    assert "tvifm.io/ingress-controller=true" in guide and "create secret tls tvifm-retrieval-tls" in guide
 
 
 def test_every_bucket_used_is_created_and_granted() -> None:
@@ -746,7 +867,8 @@ def test_every_bucket_used_is_created_and_granted() -> None:
 
 
 def secret_refs() -> set[tuple[str, str]]:
-    """(Secret, key) pairs the manifests read."""
+    """(Secret, key) pairs the manifests read: environment variables, mounted Secret files and the
+    certificates of Ingresses."""
     refs = set()
     for tpl in templates():
         for container in tpl.containers():
@@ -755,6 +877,14 @@ def secret_refs() -> set[tuple[str, str]]:
                 if ref:
                     refs.add((ref["name"], ref["key"]))
             assert not any("secretRef" in source for source in container.get("envFrom", [])), tpl.where
+        for volume in tpl.spec.get("volumes", []):
+            if "secret" in volume:
+                items = volume["secret"].get("items")
+                assert items, f"{tpl.where}: mount only the keys needed ({volume['name']})"
+                refs |= {(volume["secret"]["secretName"], item["key"]) for item in items}
+    for ingress in objects("Ingress"):
+        for tls in ingress["spec"].get("tls", []):
+            refs |= {(tls["secretName"], "tls.crt"), (tls["secretName"], "tls.key")}
     return refs
 
 
@@ -767,7 +897,7 @@ def test_no_secret_values_are_committed() -> None:
                     assert "value" not in item, f"{tpl.where}: {item['name']} has a literal value"
     examples = list(K8S.glob("*.example"))
     assert examples, "provide a template of the Secrets"
-    documented = set()
+    documented, tls = set(), set()
     for path in examples:
         for secret in _yaml_all(path.read_text()):
             assert secret["kind"] == "Secret"
@@ -775,9 +905,14 @@ def test_no_secret_values_are_committed() -> None:
                 assert re.fullmatch(r"<[^<>]+>", value), f"{path.name}: {key} must be a <placeholder>"
                 documented.add((secret["metadata"]["name"], key))
             assert "data" not in secret
+            if secret.get("type") == "kubernetes.io/tls":
+                tls.add(secret["metadata"]["name"])
     assert documented == secret_refs(), "the template must list exactly the Secrets the manifests use"
     guide = (REPO / "docs" / "operations.md").read_text()
     for name, key in secret_refs():
+        if name in tls:  # kubectl create secret tls NAME --cert=... --key=...
+            assert re.search(rf"create secret tls {name}\b", guide), f"docs: no command creating {name}"
+            continue
         assert re.search(rf"create secret generic {name}\b", guide), f"docs: no command creating {name}"
         assert f"{key}=" in guide, f"docs: the {name} command does not set {key}"
 
@@ -872,10 +1007,11 @@ class Pod:
     name: str
     labels: dict[str, str]
     namespace: str = NAMESPACE
+    extra_namespace_labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def namespace_labels(self) -> dict[str, str]:
-        return {"kubernetes.io/metadata.name": self.namespace}
+        return {"kubernetes.io/metadata.name": self.namespace, **dict(self.extra_namespace_labels)}
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -960,6 +1096,10 @@ OUTSIDE = {
     "dns": Pod("kube-dns", {"k8s-app": "kube-dns"}, "kube-system"),
     "client": Pod("a client elsewhere", {"app": "client"}, "default"),
     "stranger": Pod("an unlabelled pod in the namespace", {"app": "debug"}),
+    "ingress-controller": Pod(
+        "the ingress controller", {"app": "controller"}, "ingress", (("tvifm.io/ingress-controller", "true"),)
+    ),
+    "unlabelled-controller": Pod("an ingress controller whose namespace is not labelled", {}, "ingress2"),
 }
 
 
@@ -983,8 +1123,15 @@ NEVER = [
             "retrieval-head:8265",
             "train-worker:8000",
             "retrieval-worker:6379",
+            "retrieval-worker:8000",  # plain HTTP: clients come through the TLS Ingress
         )
     ),
+    "unlabelled-controller -> retrieval-worker:8000",
+    "stranger -> retrieval-worker:8000",
+    "train-worker -> retrieval-worker:8000",
+    "caption-worker -> tracking:5000",  # only training and serving use MLflow
+    "caption-head -> tracking:5000",
+    "caption-finetune-worker -> tracking:5000",
     "train-worker -> retrieval-worker:23456",  # Ray clusters are isolated from each other
     "caption-head -> train-head:6379",
     "retrieval-worker -> train-head:8265",
@@ -1023,13 +1170,15 @@ def test_network_policies_deny_by_default_and_allow_exactly_the_system_flows() -
         must += [f"{worker} -> {worker}:23456", f"operator -> {head}:8265"]
         if f"{cluster}-submitter" in p:
             must.append(f"{cluster}-submitter -> {head}:8265")
-    must += [f"{name} -> tracking:5000" for name in ray] + [f"{name} -> object-store:9000" for name in ray]
+    must += [f"{name} -> tracking:5000" for name in ray if name.startswith(("train-", "retrieval-"))]
+    must += [f"{name} -> object-store:9000" for name in ray]
     must += [
         "tracking -> database:5432",
         "tracking -> object-store:9000",
         "object-store-setup -> object-store:9000",
+        "tracking-setup -> tracking:5000",
         "operator -> retrieval-head:8000",
-        "client -> retrieval-worker:8000",
+        "ingress-controller -> retrieval-worker:8000",
     ]
     never = [*NEVER, *(f"{name} -> database:5432" for name in ray)]
     every = {**p, **OUTSIDE}

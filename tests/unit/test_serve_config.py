@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from tvifm.config.loader import from_dict
 from tvifm.errors import ConfigError
-from tvifm.serve.app import scaling_options, service_config
-from tvifm.serve.config import ServeConfig, config_dict, serve_config
+from tvifm.serve.app import scaling_options, service_config, token_file_for_cluster
+from tvifm.serve.config import ServeConfig, config_dict, read_token, serve_config
 
 
 def test_defaults_are_valid_and_round_trip() -> None:
@@ -49,13 +52,10 @@ def test_invalid_values_name_the_key(data: dict, message: str) -> None:
 
 def test_scaling_options_fixed_and_autoscaled() -> None:
     cfg = serve_config({"embedder": {"num_replicas": 3, "num_cpus": 2.0, "num_gpus": 1.0}})
-    fixed = scaling_options(cfg.embedder, {"TOKEN_VAR": "x"})
+    fixed = scaling_options(cfg.embedder)
     assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
-    assert fixed["ray_actor_options"] == {
-        "num_cpus": 2.0,
-        "num_gpus": 1.0,
-        "runtime_env": {"env_vars": {"TOKEN_VAR": "x"}},
-    }
+    # no runtime_env: Ray writes runtime environments to its logs, so nothing goes to replicas that way
+    assert fixed["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 1.0}
     auto = scaling_options(serve_config({"embedder": {"autoscale": True, "max_replicas": 6}}).embedder)
     assert "num_replicas" not in auto
     assert auto["autoscaling_config"] == {
@@ -71,3 +71,79 @@ def test_service_config_is_a_valid_serve_config_with_the_builder_and_args() -> N
     (app,) = out["applications"]
     assert app["import_path"] == "tvifm.serve.app:build_app" and app["route_prefix"] == "/reid"
     assert serve_config(app["args"]) == cfg and out["http_options"]["port"] == 8100
+
+
+def test_auth_is_off_unless_a_token_source_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TVIFM_SERVE_TOKEN", "secret")
+    assert read_token(ServeConfig()) is None
+
+
+def test_the_token_is_read_from_its_file_stripped(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("  s3cr3t-token\n")
+    assert read_token(serve_config({"auth_token_file": str(tmp_path / "token")})) == "s3cr3t-token"
+
+
+def test_the_token_file_wins_and_the_variable_is_the_fallback_where_the_file_is_absent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKEN_VAR", "from-env")
+    (tmp_path / "token").write_text("from-file")
+    both = {"auth_token_file": str(tmp_path / "token"), "auth_token_env": "TOKEN_VAR"}
+    assert read_token(serve_config(both)) == "from-file"
+    elsewhere = {**both, "auth_token_file": str(tmp_path / "not-on-this-node")}
+    assert read_token(serve_config(elsewhere)) == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("settings", "content", "message"),
+    [
+        ({"auth_token_file": "{dir}/missing"}, None, r"auth_token_file=.*/missing does not exist where"),
+        ({"auth_token_file": "{dir}/token"}, "  \n", r"auth_token_file=.*/token is empty"),
+        (
+            {"auth_token_env": "UNSET_TOKEN_VAR"},
+            None,
+            r"auth_token_env=UNSET_TOKEN_VAR: that variable is empty",
+        ),
+        (
+            {"auth_token_file": "{dir}/missing", "auth_token_env": "UNSET_TOKEN_VAR"},
+            None,
+            r"missing does not exist here; serve.auth_token_env=UNSET_TOKEN_VAR",
+        ),
+    ],
+)
+def test_a_configured_but_missing_token_refuses_to_start_naming_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: dict, content: str | None, message: str
+) -> None:
+    monkeypatch.delenv("UNSET_TOKEN_VAR", raising=False)
+    if content is not None:
+        (tmp_path / "token").write_text(content)
+    cfg = serve_config({k: v.format(dir=tmp_path) for k, v in settings.items()})
+    with pytest.raises(ConfigError, match=message):
+        read_token(cfg)
+
+
+def test_a_cluster_not_started_here_gets_the_token_as_a_private_file_not_in_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TOKEN_VAR", "s3cr3t")
+    cfg, folder = token_file_for_cluster(serve_config({"auth_token_env": "TOKEN_VAR"}))
+    try:
+        assert folder is not None and cfg.auth_token_file == str(folder / "token")
+        assert (os.stat(folder).st_mode & 0o777, os.stat(cfg.auth_token_file).st_mode & 0o777) == (
+            0o700,
+            0o600,
+        )
+        assert "s3cr3t" not in repr(config_dict(cfg)) and "s3cr3t" not in repr(service_config(cfg))
+        assert read_token(cfg) == "s3cr3t"
+    finally:
+        if folder is not None:
+            for item in folder.iterdir():
+                item.unlink()
+            folder.rmdir()
+    given = serve_config({"auth_token_file": "/run/secrets/token", "auth_token_env": "TOKEN_VAR"})
+    assert token_file_for_cluster(given) == (given, None), "an explicit token file is left as it is"
+    monkeypatch.delenv("TOKEN_VAR")
+    unset = serve_config({"auth_token_env": "TOKEN_VAR"})
+    assert token_file_for_cluster(unset) == (unset, None), (
+        "nothing to hand over: the cluster's own env is used"
+    )

@@ -89,3 +89,34 @@ def test_tree_copy_round_trip(tmp_path: Path) -> None:
     storage.upload_tree(str(src), str(tmp_path / "copy"))
     assert storage.read_bytes(tmp_path / "copy" / "m" / "config.json") == b"{}"
     assert storage.download_tree(str(tmp_path / "copy"), tmp_path / "unused") == tmp_path / "copy"
+
+
+HOSTILE_NAMES = {
+    "/etc/passwd": "absolute",
+    "a//etc/x": "empty segment",
+    "a/../../outside": "'..'",
+    "./x": "'.'",
+    "a\\..\\x": "backslash",
+    "a/b\x00c": "NUL",
+    "": "empty",
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_NAMES), ids=list(HOSTILE_NAMES.values()))
+def test_a_hostile_relative_name_is_refused_naming_it(tmp_path: Path, name: str) -> None:
+    with pytest.raises(storage.StorageError, match=HOSTILE_NAMES[name]) as err:
+        storage.local_path(tmp_path, name)
+    assert repr(name) in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_plain_relative_name_maps_inside_the_folder(tmp_path: Path) -> None:
+    assert storage.local_path(tmp_path, "cam1/0001/0001.jpg") == tmp_path / "cam1" / "0001" / "0001.jpg"
+    assert storage.local_path(tmp_path, "..hidden-but-plain") == tmp_path / "..hidden-but-plain"
+
+
+def test_a_symlink_inside_the_folder_cannot_lead_out(tmp_path: Path) -> None:
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "dest" / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(storage.StorageError, match="outside"):
+        storage.local_path(tmp_path / "dest", "link/x.bin")

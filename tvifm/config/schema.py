@@ -264,7 +264,11 @@ class ServeConfig:
     host: str = "127.0.0.1"  # for jobs/serve.py (a RayService sets its own http_options)
     port: int = _num(8000, min=0, max=65535)
     route_prefix: str = "/"
-    auth_token_env: str | None = None  # name of the env var holding the bearer token; None: no auth
+    # bearer-token auth (off when both are None), read by the ingress replicas themselves, never passed
+    # through Ray: a file holding the token (a mounted Kubernetes Secret), else an environment variable
+    # already set where the replicas run
+    auth_token_file: str | None = _path(None)
+    auth_token_env: str | None = None
     # --- limits ---------------------------------------------------------------------------------------
     max_request_bytes: int = _num(32 * MIB, min=1024)  # 413 beyond this
     max_image_bytes: int = _num(8 * MIB, min=64)  # one encoded image; 413 beyond this

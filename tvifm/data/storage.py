@@ -183,6 +183,13 @@ def _list_s3(uri: str, endpoint: str | None) -> Iterator[str]:
 
 
 def _list_s3_sized(uri: str, endpoint: str | None) -> Iterator[tuple[str, int]]:
+    for rel, item, size in _s3_objects(uri, endpoint):
+        if not _hidden(rel):
+            yield item, size
+
+
+def _s3_objects(uri: str, endpoint: str | None) -> Iterator[tuple[str, str, int]]:
+    """(key relative to the prefix, object URI, size) of every object below ``uri``, hidden ones too."""
     loc = parse_s3(uri)
     prefix = loc.key.rstrip("/") + "/" if loc.key else ""
     pages = s3_client(endpoint).get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix)
@@ -190,10 +197,54 @@ def _list_s3_sized(uri: str, endpoint: str | None) -> Iterator[tuple[str, int]]:
         for page in pages:
             for obj in page.get("Contents", []):
                 rel = obj["Key"][len(prefix) :]
-                if not any(part.startswith(".") for part in rel.split("/")):
-                    yield f"{S3_SCHEME}{loc.bucket}/{obj['Key']}", int(obj.get("Size", -1))
+                yield rel, f"{S3_SCHEME}{loc.bucket}/{obj['Key']}", int(obj.get("Size", -1))
     except Exception as err:
         raise StorageError(f"cannot list {uri}: {err}") from err
+
+
+def _hidden(rel: str) -> bool:
+    """True for dot-hidden files and files in dot-hidden folders (temporary files of atomic writes)."""
+    return any(part.startswith(".") for part in rel.split("/"))
+
+
+def _unsafe_reason(rel: str) -> str | None:
+    """Why ``rel`` is no plain relative path of names (None when it is one)."""
+    if not rel:
+        return "it is empty"
+    if "\x00" in rel:
+        return "it contains a NUL character"
+    if "\\" in rel:
+        return "it contains a backslash"
+    if rel.startswith("/"):
+        return "it is absolute (starts with '/')"
+    parts = rel.split("/")
+    if "" in parts:
+        return "it has an empty segment ('//' or a trailing '/')"
+    if any(part in (".", "..") for part in parts):
+        return "it has a '.' or '..' segment"
+    return None
+
+
+def local_path(folder: str | os.PathLike[str], rel: str, source: str | None = None) -> Path:
+    """The local path of the relative name ``rel`` (an object key below a prefix, ``/``-separated) inside
+    ``folder``; raises :class:`StorageError` naming ``rel`` unless it stays inside ``folder``.
+
+    Refused: an empty name, NUL, backslashes, an absolute name, empty segments (``a//b``), ``.`` and
+    ``..`` segments, and a name that leads out of ``folder`` through a symbolic link already there.
+    Nothing is created. ``source`` (e.g. the object's URI) is named in the error too.
+    """
+    reason = _unsafe_reason(rel)
+    base = Path(folder)
+    target = base.joinpath(*rel.split("/")) if reason is None else base
+    if reason is None and not target.resolve().is_relative_to(base.resolve()):
+        reason = "it leads outside the folder through a symbolic link"
+    if reason is not None:
+        what = f"{source!r} (name {rel!r} in {folder})" if source else f"the name {rel!r} in {folder}"
+        raise StorageError(
+            f"refusing {what}: {reason}; only plain relative names map to local files "
+            "(rename or remove that object)"
+        )
+    return target
 
 
 def relative(uri: str, base: str | os.PathLike[str]) -> str:
@@ -265,13 +316,19 @@ def download_tree(uri: str, dest: str | os.PathLike[str], endpoint: str | None =
     """Copy every file below ``uri`` into the local folder ``dest`` (a local ``uri`` is returned as is).
 
     Files already in ``dest`` with the object's size are kept, so a re-run only fetches what changed or
-    is missing.
+    is missing. Every key is mapped with :func:`local_path` before anything is fetched: one key that would
+    leave ``dest`` (absolute, ``//``, ``..``, backslash, NUL) refuses the whole download with a
+    :class:`StorageError` naming it, and nothing is written.
     """
     if not is_s3(uri):
         return Path(uri)
     out = Path(dest)
-    for item, size in sorted(_list_s3_sized(uri, endpoint)):
-        target = out / relative(item, uri)
+    wanted = []
+    for rel, item, size in sorted(_s3_objects(uri, endpoint)):
+        target = local_path(out, rel, item)  # every key is checked before anything is written
+        if not _hidden(rel):
+            wanted.append((target, item, size))
+    for target, item, size in wanted:
         if not (target.is_file() and target.stat().st_size == size):
             write_bytes(target, read_bytes(item, endpoint))
     return out

@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tvifm.checkpoint import CheckpointError
 from tvifm.config.loader import from_dict, to_dict
 from tvifm.config.schema import Config, StageConfig
 from tvifm.data import storage
@@ -40,6 +42,8 @@ from tvifm.models.run import EpochLog, RunDir
 RUN_SUBDIR = "run"  # the run directory inside each Ray Train checkpoint
 EXPORT_SUBDIR = "export"  # the finished run directory, next to a stage's checkpoints
 DEEPSPEED_SUBDIR = "deepspeed"  # each rank's DeepSpeed state inside the run directory's last/
+# what torch's weights-only unpickler names when it refuses a file ("Unsupported global: GLOBAL io.open")
+_REFUSED_GLOBAL = re.compile(r"WeightsUnpickler error: (.+?)(?: was not an allowed global|\. Please|$)", re.M)
 
 
 class DeepSpeedRunner:
@@ -76,6 +80,7 @@ class DeepSpeedRunner:
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=ds_config, dist_init_required=False
         )
+        _load_tensors_only(self.engine)
         self.module = self.engine
         self.scfg = scfg
         self.base_lr = scfg.lr
@@ -114,11 +119,56 @@ class DeepSpeedRunner:
         )
 
     def load_state(self, directory: Path) -> None:
+        """Restore this rank's DeepSpeed state; every file is read with :func:`load_tensors` (no pickles)."""
         _, client = self.engine.load_checkpoint(str(directory / DEEPSPEED_SUBDIR), tag="last")
         if client is None:
             raise TvifmError(f"{directory}: no DeepSpeed state to resume from")
         self.epoch = int(client["epoch"])
         self._apply_lr()
+
+
+def _deepspeed_record_types() -> list[type]:
+    """The plain record classes DeepSpeed 0.19 pickles into its ZeRO optimiser files, besides tensors and
+    containers: loss-scaler settings, the ZeRO stage and parameter-fragment offsets. Each only stores the
+    values it is given; none runs code when rebuilt."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, ZeroStageEnum, fragment_address]
+
+
+def load_tensors(path: str | os.PathLike[str], map_location: Any = None) -> Any:
+    """Read one DeepSpeed checkpoint file with torch's weights-only unpickler: tensors, containers,
+    numbers, strings and :func:`_deepspeed_record_types` only. Anything else (a pickle that would import
+    or call other code) raises :class:`~tvifm.checkpoint.CheckpointError` before any of it runs."""
+    import pickle
+
+    try:
+        with torch.serialization.safe_globals(_deepspeed_record_types()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = _REFUSED_GLOBAL.search(str(err))
+        reason = (found[1] if found else str(err).strip().splitlines()[0])[:300]
+        raise CheckpointError(
+            f"{path} was not loaded: it holds Python objects other than tensors and DeepSpeed's plain "
+            f"checkpoint records ({reason}), so it may have been tampered with. Restore it from a trusted "
+            "copy, or remove the stage's checkpoints to train it from the start"
+        ) from err
+
+
+def _load_tensors_only(engine: Any) -> None:
+    """Make ``engine`` read its checkpoints with :func:`load_tensors` instead of DeepSpeed's
+    ``torch.load(weights_only=False)``; saving is unchanged."""
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    checkpoint_engine = engine.checkpoint_engine
+    if type(checkpoint_engine) is not TorchCheckpointEngine:  # every load must go through load_tensors
+        raise TvifmError(
+            f"DeepSpeed chose the checkpoint engine {type(checkpoint_engine).__name__}; tvifm resumes only "
+            "through TorchCheckpointEngine, whose reads it restricts to tensors"
+        )
+    checkpoint_engine.load = load_tensors
 
 
 @dataclass

@@ -368,7 +368,7 @@ def bearer_check(token: str | None) -> Callable[..., Any] | None:
     """A dependency that answers 401 unless the request carries ``Authorization: Bearer <token>``."""
     if token is None:
         return None
-    scheme = HTTPBearer(auto_error=False, description="token from the env var named by serve.auth_token_env")
+    scheme = HTTPBearer(auto_error=False, description="the token of serve.auth_token_file or auth_token_env")
     expected = token.encode()
 
     async def check(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:  # noqa: B008

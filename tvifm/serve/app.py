@@ -17,9 +17,13 @@ Importing this module has no side effects and does not import Ray; ``app`` is bu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
+import shutil
 import signal
+import tempfile
 import threading
-from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tvifm.config.schema import ScalingConfig, ServeConfig
@@ -37,38 +41,37 @@ def build_app(args: dict[str, Any]) -> Application:
     return build_application(serve_config(args or {}))
 
 
-def build_application(cfg: ServeConfig, actor_env: Mapping[str, str] | None = None) -> Application:
+def build_application(cfg: ServeConfig) -> Application:
     """The three-deployment application of ``cfg``.
 
-    ``actor_env`` adds environment variables to every replica (e.g. forwarding the auth token variable
-    to replicas of an already running Ray cluster).
+    Nothing secret goes into it: the deployments get ``cfg`` (which only says *where* the bearer token is,
+    see :func:`~tvifm.serve.config.read_token`) and no runtime environment, because Ray writes both to
+    its logs.
     """
     from tvifm.serve.deployments import Embedder, GalleryIndex, Ingress
 
     conf = config_dict(cfg)
-    embedder = Embedder.options(**scaling_options(cfg.embedder, actor_env)).bind(conf)
-    index_actor = actor_options(cfg.index_num_cpus, 0.0, actor_env)
+    embedder = Embedder.options(**scaling_options(cfg.embedder)).bind(conf)
+    index_actor = actor_options(cfg.index_num_cpus, 0.0)
     index = GalleryIndex.options(
         num_replicas=1, max_ongoing_requests=cfg.index_max_ongoing_requests, ray_actor_options=index_actor
     ).bind(conf, embedder)
-    return Ingress.options(**scaling_options(cfg.ingress, actor_env)).bind(conf, embedder, index)
+    return Ingress.options(**scaling_options(cfg.ingress)).bind(conf, embedder, index)
 
 
-def actor_options(num_cpus: float, num_gpus: float, env: Mapping[str, str] | None) -> dict[str, Any]:
+def actor_options(num_cpus: float, num_gpus: float) -> dict[str, Any]:
     """``ray_actor_options`` of one deployment."""
     opts: dict[str, Any] = {"num_cpus": num_cpus}
     if num_gpus:
         opts["num_gpus"] = num_gpus
-    if env:
-        opts["runtime_env"] = {"env_vars": dict(env)}
     return opts
 
 
-def scaling_options(scaling: ScalingConfig, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def scaling_options(scaling: ScalingConfig) -> dict[str, Any]:
     """Deployment options (replicas or autoscaling, resources) from a :class:`ScalingConfig`."""
     opts: dict[str, Any] = {
         "max_ongoing_requests": scaling.max_ongoing_requests,
-        "ray_actor_options": actor_options(scaling.num_cpus, scaling.num_gpus, env),
+        "ray_actor_options": actor_options(scaling.num_cpus, scaling.num_gpus),
     }
     if scaling.autoscale:
         opts["autoscaling_config"] = {
@@ -124,11 +127,15 @@ def run_service(
     import ray
     from ray import serve
 
+    if cfg.auth_token_file:  # replicas run in other working directories
+        cfg = dataclasses.replace(cfg, auth_token_file=os.path.abspath(cfg.auth_token_file))
     started = _init_ray(ray, address, num_cpus)
+    token_dir: Path | None = None
     try:
+        if not started:  # the replicas do not inherit this process's environment
+            cfg, token_dir = token_file_for_cluster(cfg)
         serve.start(http_options={"host": cfg.host, "port": cfg.port})
-        env = _token_env(cfg)
-        serve.run(build_application(cfg, env), name=APP_NAME, route_prefix=cfg.route_prefix)
+        serve.run(build_application(cfg), name=APP_NAME, route_prefix=cfg.route_prefix)
         print(
             f"tvifm retrieval service ready at {service_url(cfg)} (OpenAPI: {service_url(cfg)}/docs)",
             flush=True,
@@ -138,6 +145,8 @@ def run_service(
         _wait(stop or threading.Event())
     finally:
         _shutdown(ray, serve, started)
+        if token_dir is not None:
+            shutil.rmtree(token_dir, ignore_errors=True)
 
 
 def _init_ray(ray: Any, address: str | None, num_cpus: int | None) -> bool:
@@ -154,12 +163,25 @@ def _init_ray(ray: Any, address: str | None, num_cpus: int | None) -> bool:
     return True
 
 
-def _token_env(cfg: ServeConfig) -> dict[str, str] | None:
-    import os
+def token_file_for_cluster(cfg: ServeConfig) -> tuple[ServeConfig, Path | None]:
+    """``cfg`` for replicas on a Ray cluster this process did not start, and the folder to remove later.
 
-    if cfg.auth_token_env and os.environ.get(cfg.auth_token_env):
-        return {cfg.auth_token_env: os.environ[cfg.auth_token_env]}
-    return None
+    Replicas there do not see this process's environment, and a token handed over in a runtime
+    environment would land in Ray's logs. So when ``serve.auth_token_env`` names a variable set here and
+    no ``serve.auth_token_file`` is given, the token is written to a file only this user can read (mode
+    0600 in a fresh 0700 folder) and ``serve.auth_token_file`` points at it. That serves replicas on this
+    machine (a local cluster); where the file does not exist (another machine), the replicas fall back to
+    the variable in their own environment (:func:`~tvifm.serve.config.read_token`).
+    """
+    token = os.environ.get(cfg.auth_token_env or "", "").strip()
+    if cfg.auth_token_file or not token:
+        return cfg, None
+    folder = Path(tempfile.mkdtemp(prefix="tvifm-serve-token-"))
+    path = folder / "token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token)
+    return dataclasses.replace(cfg, auth_token_file=str(path)), folder
 
 
 def _wait(stop: threading.Event) -> None:

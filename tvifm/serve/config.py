@@ -2,10 +2,14 @@
 
 :func:`serve_config` builds one from a mapping (the ``args`` of ``tvifm.serve.app:build_app`` or a
 preset's ``serve:`` section) plus ``key=value`` overrides (``embedder.max_replicas=4``).
+:func:`read_token` reads the API's bearer token where the ingress replica runs: the settings only ever
+name where the token is (a file, an environment variable), so it never travels through Ray, whose
+runtime environments and deployment configs end up in its logs.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,3 +59,45 @@ def _load_yaml(path: Path) -> dict[str, Any]:
 def config_dict(cfg: ServeConfig) -> dict[str, Any]:
     """Plain data of ``cfg`` (what ``build_app`` takes as ``args``)."""
     return to_dict(cfg)
+
+
+def read_token(cfg: ServeConfig) -> str | None:
+    """The bearer token of the API, or None when auth is off (neither setting given).
+
+    ``serve.auth_token_file`` is read when that file exists here (e.g. a Kubernetes Secret mounted into
+    the pod); otherwise ``serve.auth_token_env`` names an environment variable that must already be set
+    here (e.g. from a Secret with ``secretKeyRef``). Surrounding whitespace is stripped. A configured but
+    missing, unreadable or empty token raises :class:`~tvifm.errors.ConfigError` naming what was tried,
+    so a service meant to require auth never starts without it.
+    """
+    if not (cfg.auth_token_file or cfg.auth_token_env):
+        return None
+    tried = []
+    if cfg.auth_token_file:
+        path = Path(cfg.auth_token_file)
+        if path.exists() or not cfg.auth_token_env:
+            return _token_from_file(path)
+        tried.append(f"serve.auth_token_file={path} does not exist here")
+    token = os.environ.get(cfg.auth_token_env or "", "").strip()
+    if not token:
+        tried.append(f"serve.auth_token_env={cfg.auth_token_env}: that variable is empty or unset")
+        raise ConfigError(
+            "no bearer token for the API where the ingress replica runs: " + "; ".join(tried) + ". Mount "
+            "the token file there (or set the variable in the Ray cluster's environment), or turn auth off"
+        )
+    return token
+
+
+def _token_from_file(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError as err:
+        raise ConfigError(
+            f"serve.auth_token_file={path} does not exist where the ingress replica runs; mount the token "
+            "Secret there or point the setting at the token file"
+        ) from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"serve.auth_token_file={path} cannot be read: {err}") from err
+    if not token:
+        raise ConfigError(f"serve.auth_token_file={path} is empty; write the bearer token into it")
+    return token

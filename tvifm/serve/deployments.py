@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,10 +24,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from tvifm.data import storage
-from tvifm.errors import ConfigError
 from tvifm.models.query import MODE_NEEDS, query_modality
 from tvifm.serve.api import ApiError, Backend, NewItem, Query, create_api
-from tvifm.serve.config import ServeConfig, serve_config
+from tvifm.serve.config import ServeConfig, read_token, serve_config
 from tvifm.serve.encoder import Encoder, decode_image
 from tvifm.serve.gallery import (
     ConcurrentWriteError,
@@ -329,19 +327,6 @@ class HandleBackend(Backend):
             return await _call(self.index.status.remote(), "gallery index")
         except ApiError as err:
             return {"ready": False, "reason": err.detail}
-
-
-def read_token(cfg: ServeConfig) -> str | None:
-    """The bearer token from the env var named by ``serve.auth_token_env`` (None when auth is off)."""
-    if not cfg.auth_token_env:
-        return None
-    token = os.environ.get(cfg.auth_token_env, "")
-    if not token.strip():
-        raise ConfigError(
-            f"serve.auth_token_env={cfg.auth_token_env!r} but that environment variable is empty or unset "
-            "in the ingress replica; set it (e.g. from a Kubernetes Secret) or disable auth"
-        )
-    return token.strip()
 
 
 @serve.deployment(name="Ingress")

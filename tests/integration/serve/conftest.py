@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-TOKEN_VAR = "TVIFM_TEST_SERVE_TOKEN"
+SESSION_APP = "session"  # not tvifm.serve.app.APP_NAME, which the jobs/serve.py tests deploy
 IMAGE_SIZE = (64, 32)
 MODEL_OVERRIDES = ["data.image_size=[64,32]", "backbone.tiny_widths=[16,16,32,32]", "text.context_length=32"]
 TINY_BLIP = {
@@ -172,14 +173,24 @@ def wait_ready(url: str, timeout: float = 180) -> dict[str, Any]:
     raise AssertionError(f"{url} did not become ready: {last}")
 
 
-def run_app(config: dict[str, Any], name: str, prefix: str, token: str) -> None:
-    """Deploy the application of ``config`` under ``name`` at ``prefix`` (replicas get the token var)."""
+def token_file(token: str, folder: Path) -> str:
+    """A private file in ``folder`` holding ``token`` (as a Kubernetes Secret mounted into a pod would)."""
+    path = Path(tempfile.mkdtemp(prefix="token-", dir=folder)) / "token"
+    path.write_text(token)
+    path.chmod(0o600)
+    return str(path)
+
+
+def run_app(config: dict[str, Any], name: str, prefix: str, token: str, folder: Path) -> None:
+    """Deploy the application of ``config`` under ``name`` at ``prefix``; the ingress replicas read the
+    bearer token from a private file in ``folder`` (``serve.auth_token_file``), never through Ray."""
     from ray import serve
 
     from tvifm.serve.app import build_application
     from tvifm.serve.config import serve_config
 
-    serve.run(build_application(serve_config(config), {TOKEN_VAR: token}), name=name, route_prefix=prefix)
+    settings = serve_config({**config, "auth_token_file": token_file(token, folder)})
+    serve.run(build_application(settings), name=name, route_prefix=prefix)
 
 
 def service_config(assets: ServeAssets, gallery_uri: str, **extra: Any) -> dict[str, Any]:
@@ -188,7 +199,6 @@ def service_config(assets: ServeAssets, gallery_uri: str, **extra: Any) -> dict[
         "model": str(assets.model_a),
         "gallery_uri": gallery_uri,
         "ir_captioner": str(assets.captioner),
-        "auth_token_env": TOKEN_VAR,
         "max_batch_size": 8,
         "batch_wait_timeout_s": 0.01,
         **LIMITS,
@@ -198,22 +208,24 @@ def service_config(assets: ServeAssets, gallery_uri: str, **extra: Any) -> dict[
 
 
 @pytest.fixture(scope="session")
-def service(serve_http: str, serve_assets: ServeAssets, serve_bucket: str) -> Iterator[Service]:
+def service(
+    serve_http: str, serve_assets: ServeAssets, serve_bucket: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     """The session's deployment of the service (gallery on the local S3 server)."""
     from ray import serve
 
     token = secrets.token_urlsafe(16)
     config = service_config(serve_assets, f"s3://{serve_bucket}/gallery")
-    run_app(config, "tvifm", "/", token)
+    run_app(config, SESSION_APP, "/", token, tmp_path_factory.mktemp("token"))
     wait_ready(serve_http)
     try:
         yield Service(serve_http, token, config)
     finally:
-        serve.delete("tvifm")
+        serve.delete(SESSION_APP)
 
 
 @pytest.fixture
-def deploy(serve_http: str) -> Iterator[Callable[..., Service]]:
+def deploy(serve_http: str, tmp_path: Path) -> Iterator[Callable[..., Service]]:
     """``deploy(config, name)``: another instance at ``/<name>``; removed when the test ends."""
     from ray import serve
 
@@ -221,7 +233,7 @@ def deploy(serve_http: str) -> Iterator[Callable[..., Service]]:
     token = secrets.token_urlsafe(16)
 
     def start(config: dict[str, Any], name: str, wait: bool = True) -> Service:
-        run_app(config, name, f"/{name}", token)
+        run_app(config, name, f"/{name}", token, tmp_path)
         names.append(name)
         url = f"{serve_http}/{name}"
         if wait:

@@ -38,9 +38,18 @@ def cli_env() -> Callable[..., dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def ray_head() -> Iterator[str]:
-    """A Ray head started with ``ray start --head --block`` on loopback; yields the dashboard address."""
-    temp = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths have a length limit
+def ray_head_dir() -> str:
+    """The temporary folder (sessions, logs) of the module's :func:`ray_head`."""
+    return tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths have a length limit
+
+
+@pytest.fixture(scope="module")
+def ray_head(ray_head_dir: str, s3_endpoint: str) -> Iterator[str]:
+    """A Ray head started with ``ray start --head --block`` on loopback; yields the dashboard address.
+
+    It starts after the S3 server, so its processes (and the jobs they run) inherit the S3 settings and
+    credentials from their environment, as on a cluster, and no job has to pass them along."""
+    temp = ray_head_dir
     dash = free_port()
     cmd = [
         str(VENV_BIN / "ray"), "start", "--head", f"--port={free_port()}", f"--dashboard-port={dash}",
