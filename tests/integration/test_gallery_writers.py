@@ -8,8 +8,11 @@
   replay to exactly the stored content; no version is claimed twice, no refused change is stored, and no
   file is left over.
 
-The writers run as separate processes (``gallery_writer.py``); the S3 side of the race is in
-tests/integration/serve/test_gallery_s3.py.
+The writers run as separate processes (``gallery_writer.py``). The S3 side of the race (a stale writer
+refused by the conditional PUT) is in tests/integration/serve/test_gallery_s3.py; concurrent hammering is
+local only, because the test S3 server (moto 5.2) checks ``If-Match`` and then stores the object without
+a lock between the two, so truly simultaneous conditional PUTs can both pass there (AWS S3 and MinIO
+evaluate them atomically).
 """
 
 from __future__ import annotations
