@@ -247,6 +247,38 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     sv.set_defaults(func=_cmd_serve)
 
 
+# -- gallery housekeeping -------------------------------------------------------------------------------
+def _cmd_gallery(args: argparse.Namespace) -> int:
+    from tvifm.serve.gallery import check_gallery, repair_gallery
+
+    run = repair_gallery if args.gallery_command == "repair" else check_gallery
+    report = run(args.uri, endpoint=args.s3_endpoint, grace_s=args.grace_seconds)
+    _print_json(report.to_dict())
+    return 0 if report.ok else 1
+
+
+def _add_gallery(sub: argparse._SubParsersAction) -> None:
+    gal = sub.add_parser(
+        "gallery",
+        help="check or repair the retrieval service's stored gallery",
+        description="check: compare the manifest with the segment files (existence, row counts, SHA-256 "
+        "digests) and the stored images, list orphaned files; changes nothing. repair: rewrite an "
+        "inconsistent gallery from what can be trusted and delete orphaned files older than the grace "
+        "period. Both print a JSON report; exit status 1 when the gallery is (still) inconsistent. See "
+        "docs/operations.md.",
+    )
+    gsub = gal.add_subparsers(dest="gallery_command", required=True)
+    for name, text in (("check", "report problems and orphans"), ("repair", "fix what can be fixed")):
+        cmd = gsub.add_parser(name, help=text)
+        cmd.add_argument("--uri", required=True, help="the gallery: folder or s3://bucket/prefix")
+        cmd.add_argument("--s3-endpoint", help="S3 endpoint URL (default: AWS_ENDPOINT_URL[_S3] or AWS)")
+        cmd.add_argument(
+            "--grace-seconds", type=float, default=3600.0,
+            help="unreferenced files younger than this may belong to a write in progress (default 3600)",
+        )  # fmt: skip
+        cmd.set_defaults(func=_cmd_gallery)
+
+
 # -- the main job ---------------------------------------------------------------------------------------
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     from tvifm.logs import quiet_job
@@ -271,7 +303,7 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_data, _add_caption, _add_train, _add_evaluate, _add_serve, _add_pipeline,
+    _add_data, _add_caption, _add_train, _add_evaluate, _add_serve, _add_pipeline, _add_gallery,
 ]  # fmt: skip
 
 

@@ -9,6 +9,8 @@ and region come from the usual AWS environment variables / config files. For Par
 
 Writes are atomic: a local file is written to a temporary sibling and renamed over the target; an S3
 object appears whole when its PUT completes. A reader therefore never sees a half-written file.
+:func:`write_if` is a compare-and-swap on one file (a lock-guarded rename locally, a conditional PUT on
+S3): it replaces the file only when it still holds the version the writer read (:func:`read_versioned`).
 
 Names follow the issue's API (``open``, ``list``, ...) and deliberately shadow the builtins inside this
 module only; import the module (``from tvifm.data import storage``) and call ``storage.list(uri)``.
@@ -17,11 +19,15 @@ module only; import the module (``from tvifm.data import storage``) and call ``s
 from __future__ import annotations
 
 import builtins
+import contextlib
+import fcntl
 import functools
 import hashlib
 import io
 import os
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +160,190 @@ def delete(uri: str | os.PathLike[str], endpoint: str | None = None) -> None:
         s3_client(endpoint).delete_object(Bucket=loc.bucket, Key=loc.key)
     else:
         Path(uri).unlink(missing_ok=True)
+
+
+# --- conditional writes and housekeeping ----------------------------------------------------------------
+class WriteConflictError(StorageError):
+    """A conditional write found another version of its target than the one the writer expected."""
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """A file's content and its version tag: the ETag on S3, the SHA-256 of the content locally."""
+
+    data: bytes
+    tag: str
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A listed file: its URI, size in bytes and modification time (POSIX seconds)."""
+
+    uri: str
+    size: int
+    modified: float
+
+
+def read_versioned(uri: str | os.PathLike[str], endpoint: str | None = None) -> Versioned | None:
+    """The content of ``uri`` with its version tag for :func:`write_if`; None when it does not exist."""
+    if not is_s3(uri):
+        try:
+            data = Path(uri).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise StorageError(f"{uri}: cannot read: {err}") from err
+        return Versioned(data, hashlib.sha256(data).hexdigest())
+    loc = parse_s3(str(uri))
+    try:
+        response = s3_client(endpoint).get_object(Bucket=loc.bucket, Key=loc.key)
+        return Versioned(response["Body"].read(), str(response["ETag"]))
+    except Exception as err:
+        if _is_not_found(err):
+            return None
+        raise StorageError(f"{uri}: {err}") from err
+
+
+def write_if(
+    uri: str | os.PathLike[str], data: bytes, expected: str | None, endpoint: str | None = None
+) -> str:
+    """Replace ``uri`` by ``data`` only if it still has the version tag ``expected`` (``None``: only if it
+    does not exist), as one atomic step; returns the new tag.
+
+    Raises :class:`WriteConflictError` (and changes nothing) when another writer got there first. Locally
+    the data goes to a temporary sibling, then an exclusive ``flock`` on ``.<name>.lock`` beside the file
+    guards the compare and the rename, so of two processes only one can win. On S3 it is one conditional
+    PUT (``If-Match: <ETag>``, or ``If-None-Match: *`` for a new object) that the server evaluates
+    atomically; the store must enforce these headers (see :func:`check_conditional_writes`).
+    """
+    if is_s3(uri):
+        return _s3_write_if(str(uri), data, expected, endpoint)
+    target = Path(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_copy(target, data)
+    try:
+        with _locked(target):
+            current = read_versioned(target)
+            if (current.tag if current else None) != expected:
+                raise WriteConflictError(f"{uri} was changed by another writer")
+            os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_folder(target.parent)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _temporary_copy(target: Path, data: bytes) -> str:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+@contextlib.contextmanager
+def _locked(target: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``.<name>.lock`` beside ``target`` (released by the kernel if we die)."""
+    fd = os.open(target.parent / f".{target.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _s3_write_if(uri: str, data: bytes, expected: str | None, endpoint: str | None) -> str:
+    loc = parse_s3(uri)
+    condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
+    try:
+        response = s3_client(endpoint).put_object(Bucket=loc.bucket, Key=loc.key, Body=data, **condition)
+    except Exception as err:
+        if _error_code(err) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409") or (
+            expected is not None and _is_not_found(err)
+        ):
+            raise WriteConflictError(f"{uri} was changed by another writer") from err
+        raise StorageError(f"{uri}: cannot write: {err}") from err
+    return str(response["ETag"])
+
+
+def check_conditional_writes(folder: str, endpoint: str | None = None) -> None:
+    """Raise :class:`StorageError` when the object store under ``folder`` ignores conditional PUTs.
+
+    Two ``If-None-Match: *`` PUTs of a fresh probe object (``.conditional-probe-<uuid>``, deleted after):
+    the second must be refused. A store that accepts it would let :func:`write_if` overwrite another
+    writer's change. Local folders always qualify (the check is a no-op there).
+    """
+    if not is_s3(folder):
+        return
+    probe = join(folder, f".conditional-probe-{uuid.uuid4().hex}")
+    try:
+        write_if(probe, b"1", None, endpoint)
+        write_if(probe, b"2", None, endpoint)
+    except WriteConflictError:
+        return
+    finally:
+        with contextlib.suppress(Exception):
+            delete(probe, endpoint)
+    raise StorageError(
+        f"the object store of {folder} ignores conditional writes (If-None-Match/If-Match); "
+        "concurrent writers could overwrite each other's changes. Use a store that enforces them "
+        "(AWS S3, MinIO)"
+    )
+
+
+def list_entries(uri: str | os.PathLike[str], endpoint: str | None = None) -> builtins.list[FileEntry]:
+    """Every file below the folder ``uri`` with size and modification time, sorted by URI.
+
+    Unlike :func:`list_files`, dot-hidden files are included (housekeeping must see the temporary files
+    of interrupted writes); a missing folder lists as empty.
+    """
+    if is_s3(uri):
+        return sorted(_s3_entries(str(uri), endpoint), key=lambda e: e.uri)
+    out = []
+    for dirpath, _, filenames in os.walk(uri):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(FileNotFoundError):  # deleted while we listed
+                st = os.stat(path)
+                out.append(FileEntry(path, st.st_size, st.st_mtime))
+    return sorted(out, key=lambda e: e.uri)
+
+
+def _s3_entries(uri: str, endpoint: str | None) -> Iterator[FileEntry]:
+    loc = parse_s3(uri)
+    prefix = loc.key.rstrip("/") + "/" if loc.key else ""
+    pages = s3_client(endpoint).get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix)
+    try:
+        for page in pages:
+            for obj in page.get("Contents", []):
+                modified = obj["LastModified"].timestamp() if "LastModified" in obj else time.time()
+                yield FileEntry(f"{S3_SCHEME}{loc.bucket}/{obj['Key']}", int(obj.get("Size", -1)), modified)
+    except Exception as err:
+        raise StorageError(f"cannot list {uri}: {err}") from err
+
+
+def remove_empty_folders(uri: str | os.PathLike[str]) -> None:
+    """Remove the local folder ``uri`` and the folders below it that are (then) empty; folders holding
+    files stay. S3 has no folders: a no-op there."""
+    if is_s3(uri) or not os.path.isdir(uri):
+        return
+    for dirpath, _, _ in sorted(os.walk(uri), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):  # not empty, or gone
+            os.rmdir(dirpath)
 
 
 def list_files(
@@ -340,10 +530,13 @@ def upload_tree(src: str | os.PathLike[str], uri: str, endpoint: str | None = No
         write_bytes(join(uri, relative(item, src)), Path(item).read_bytes(), endpoint)
 
 
-def _is_not_found(err: Exception) -> bool:
+def _error_code(err: Exception) -> str:
     response = getattr(err, "response", None)
-    code = str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
-    return code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def _is_not_found(err: Exception) -> bool:
+    return _error_code(err) in ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
 
 
 open = open_uri  # the issue's API name; shadows the builtin in this module only

@@ -5,7 +5,9 @@ model and the optional IR captioner and encodes images, texts and captions with 
 ``GalleryIndex`` (exactly one replica) owns the gallery embeddings, answers exact searches (batched too)
 and persists every change before applying it. Only ``GalleryIndex`` writes the gallery, so replicas of
 the other two deployments can come and go freely; a restarted ``GalleryIndex`` reloads the persisted
-gallery and, when the served model changed, re-embeds it from the stored images in the background.
+gallery and, when the served model changed, re-embeds it from the stored images in the background. A
+write refused because another writer changed the stored gallery first (two clusters during an upgrade)
+answers 503 and reloads the gallery, so the client's retry applies to the current content.
 
 Expected failures cross deployment boundaries as ``{"error": {"status", "detail"}}`` results, which the
 ingress turns into HTTP errors.
@@ -216,12 +218,24 @@ class GalleryIndex:
                 return _error(404, str(err))
             except StaleGalleryError:
                 return _error(503, self.reason or self.gallery.stale_message())
-            except (ConcurrentWriteError, GalleryError, storage.StorageError) as err:
+            except ConcurrentWriteError as err:
+                await asyncio.to_thread(self._catch_up)
+                return _error(503, f"gallery storage: {err}")
+            except (GalleryError, storage.StorageError) as err:
                 return _error(503, f"gallery storage: {err}")
             self.gallery.apply(change)
             await asyncio.to_thread(self.gallery.collect_garbage, change)
             await self._maybe_compact()
             return {"replaced": list(change.dropped) if change.records else [], **self._version()}
+
+    def _catch_up(self) -> None:
+        """After a refused write: reload what the other writer stored, so a retry can succeed (unless the
+        stored gallery now belongs to another model, e.g. the new cluster of an upgrade)."""
+        try:
+            if not self.gallery.refresh():
+                log.warning("the gallery was re-embedded by another model; this replica's writes are refused")
+        except (GalleryError, storage.StorageError) as err:
+            log.warning("reloading the gallery after a refused write failed: %s", err)
 
     async def _maybe_compact(self) -> None:
         if not self.gallery.needs_compaction():
