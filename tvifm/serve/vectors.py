@@ -94,6 +94,8 @@ def brute_force(
 
     ``admitted``: a boolean mask over ``base``'s rows, or None for all rows.
     """
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    base = np.ascontiguousarray(base, dtype=np.float32)  # no copy for the shard's own matrix
     if len(queries) <= SMALL_BATCH:
         faiss = faiss_module()
         scores = np.empty((len(queries), k), dtype=np.float32)
@@ -101,11 +103,11 @@ def brute_force(
         bitmap = None if admitted is None else np.packbits(admitted, bitorder="little")
         selector = None if bitmap is None else faiss.IDSelectorBitmap(len(admitted), faiss.swig_ptr(bitmap))
         faiss.knn_inner_product(
-            faiss.swig_ptr(np.ascontiguousarray(queries)), faiss.swig_ptr(base), base.shape[1],
+            faiss.swig_ptr(queries), faiss.swig_ptr(base), base.shape[1],
             len(queries), len(base), k, faiss.swig_ptr(scores), faiss.swig_ptr(rows), selector,
         )  # fmt: skip
         return scores, rows
-    products = torch.from_numpy(np.ascontiguousarray(queries)) @ torch.from_numpy(base).t()
+    products = torch.from_numpy(queries) @ torch.from_numpy(base).t()
     if admitted is not None:
         products.masked_fill_(~torch.from_numpy(admitted), -math.inf)
     top = torch.topk(products, k, dim=1)
