@@ -1,16 +1,15 @@
 """Benchmark the gallery index types (exact, IVF, HNSW) on a large gallery, in process.
 
-Usage: ``python benchmarks/bench_index.py [--size 1000000] [--queries 500] [--threads 2] [--no-docs]``
+Usage: ``python benchmarks/bench_index.py [--size 1000000] [--queries 500] [--threads 2]
+[--kinds exact,ivf,hnsw] [--nprobe 64,512,1024] [--ef-search 256,96,512] [--no-docs]``
 
-Builds the gallery index of one modality (``tvifm.serve.vectors.Shard``, the service's own code) for
-each ``serve.index`` type at its default settings (IVF also at wider ``nprobe``), and measures build
-time, memory (the process's resident-size growth while the index is filled and built), recall@10
-against exact search and the p50/p99 latency of single-query searches. The embeddings have the tiny
-preset model's dimension and the structure of a re-identification gallery: ``size / 10`` identities of
-10 images each, unit vectors around a random identity centre (``--spread``: noise norm relative to the
-centre; 1.0 puts two images of one person at cosine ~0.5, as the trained tiny model does on validation
-identities, docs/serving.md "Score thresholds"); queries are new images of random identities. A full
-run rewrites the ``## Gallery index`` section of ``docs/benchmarks.md``.
+Builds one gallery modality's index (``tvifm.serve.vectors.Shard``, the service's code) per
+``serve.index`` type and measures build time, memory, recall@10 against exact search and the p50/p99
+of single-query searches, each search setting on the same index. The embeddings have the tiny preset
+model's dimension and a re-identification gallery's structure: 10 images per identity, unit vectors
+around random identity centres (``--spread`` 1.0: two images of one person at cosine ~0.5, as the
+trained tiny model scores true matches, docs/serving.md "Score thresholds"); queries are new images of
+random identities. A full run rewrites the ``## Gallery index`` section of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -29,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from tvifm.config import load_config
 from tvifm.experiments.docs import write_section
+from tvifm.models import create_model
 from tvifm.serve.vectors import IndexSpec, Shard, brute_force, set_threads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,9 +41,6 @@ PREVIOUS = "exact, previous (torch matmul + topk)"
 
 def tiny_dim() -> int:
     """The embedding dimension of the tiny preset's model (the embedded default)."""
-    from tvifm.config import load_config
-    from tvifm.models import create_model
-
     cfg = load_config("tiny")
     return int(create_model(cfg.backbone, cfg.text, num_classes=2, seed=0).dim)
 
@@ -76,13 +74,11 @@ def memory_mb(shard: Shard) -> float:
 
 def latencies(search: Any, queries: np.ndarray) -> np.ndarray:
     """Wall time (ms) of each single-query search after one warm-up."""
-    search(queries[:1])
-    out = []
+    out = [search(queries[:1])]
     for i in range(len(queries)):
-        start = time.perf_counter()
+        out.append(time.perf_counter())
         search(queries[i : i + 1])
-        out.append(time.perf_counter() - start)
-    return 1000 * np.array(out)
+    return 1000 * np.diff([*out[1:], time.perf_counter()])
 
 
 def row(name: str, build_s: float, memory: float, lat: np.ndarray, recall: float) -> dict[str, Any]:
@@ -107,12 +103,14 @@ def _label(shard: Shard) -> str:
     return "exact"
 
 
-def measure(size: int, n_queries: int, dim: int, spread: float, threads: int) -> list[dict[str, Any]]:
-    """One row per index type (IVF at three ``nprobe``); built on ``threads`` threads, searched on one
-    (``serve.index_threads``' default, as in the gallery-index replica)."""
+def measure(args: argparse.Namespace, dim: int) -> list[dict[str, Any]]:
+    """A row per index type and search setting (``--nprobe``, ``--ef-search``: the same index searched
+    wider); built on ``--threads`` threads, searched on one (``serve.index_threads``' default, as in
+    the gallery-index replica)."""
     import torch
 
-    x, q = gallery(size, n_queries, dim, spread)
+    size, threads = args.size, args.threads
+    x, q = gallery(size, args.queries, dim, args.spread)
     set_threads(threads)
     truth = brute_force(q, x, K)[1]
     ids = [f"r{i}" for i in range(size)]
@@ -120,8 +118,13 @@ def measure(size: int, n_queries: int, dim: int, spread: float, threads: int) ->
     xt = torch.from_numpy(x)
     previous = latencies(lambda one: torch.topk(torch.from_numpy(one) @ xt.t(), K, dim=1), q)
     rows = [row(PREVIOUS, 0.0, x.nbytes / 2**20, previous, 1.0)]
-    for kind in ("exact", "ivf", "hnsw"):
-        spec = IndexSpec(kind=kind, min_items=1)  # type: ignore[arg-type]  # approximate at any --size
+    searches = {
+        "exact": [{}],
+        "ivf": [{"nprobe": int(n)} for n in args.nprobe.split(",")],
+        "hnsw": [{"ef_search": int(n)} for n in args.ef_search.split(",")],
+    }
+    for kind in args.kinds.split(","):
+        spec = IndexSpec(kind=kind, min_items=1, **searches[kind][0])  # type: ignore[arg-type]
         set_threads(threads)
         start = time.perf_counter()
         shard = Shard(dim, spec)
@@ -129,28 +132,23 @@ def measure(size: int, n_queries: int, dim: int, spread: float, threads: int) ->
         shard.maintain()
         build = time.perf_counter() - start
         set_threads(1)
-        for wider in (1, 4, 8) if spec.kind == "ivf" else (1, 2) if spec.kind == "hnsw" else (1,):
-            if wider > 1:  # search-time settings: the same index searched wider
-                shard.spec = shard.cols.ann.spec = replace(
-                    spec, nprobe=wider * spec.nprobe, ef_search=wider * spec.ef_search
-                )
+        for setting in searches[kind]:
+            if shard.cols.ann is not None:  # search-time settings of the same index
+                shard.spec = shard.cols.ann.spec = replace(spec, **setting)
             lat = latencies(lambda one, s=shard: s.search(one, K), q)
             rows.append(row(_label(shard), build, memory_mb(shard), lat, recall_at_k(shard, q, truth)))
             print(rows[-1], flush=True)
     return rows
 
 
+COLUMNS = (
+    "| index | build (s) | memory (MB) | recall@10 | p50 (ms) | p99 (ms) |\n|---|---:|---:|---:|---:|---:|"
+)
+ROW = "| {index} | {build_s:.1f} | {memory_mb:.0f} | {recall:.3f} | {p50_ms:.2f} | {p99_ms:.2f} |"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| index | build (s) | memory (MB) | recall@10 | p50 (ms) | p99 (ms) |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['index']} | {r['build_s']:.1f} | {r['memory_mb']:.0f} | {r['recall']:.3f} "
-            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
-        )
-    return "\n".join(lines)
+    return "\n".join([COLUMNS, *(ROW.format(**r) for r in rows)])
 
 
 def section(rows: list[dict[str, Any]], args: argparse.Namespace, dim: int, load: float) -> str:
@@ -182,10 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--spread", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--kinds", default="exact,ivf,hnsw", help="index types (comma-separated)")
+    parser.add_argument("--nprobe", default="64,512,1024", help="IVF lists searched (comma-separated)")
+    parser.add_argument("--ef-search", default="256,96,512", help="HNSW candidate lists (comma-separated)")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args(argv)
     dim = tiny_dim()
-    rows = measure(args.size, args.queries, dim, args.spread, args.threads)
+    rows = measure(args, dim)
     text = section(rows, args, dim, os.getloadavg()[0])
     print("\n" + text)
     if not args.no_docs:

@@ -80,6 +80,9 @@ def test_iso_and_numeric_times_agree() -> None:
         ({"ts": {"gt": 5, "lte": 5}}, "is empty"),
         ({f"k{i}": 1 for i in range(17)}, "at most 16 keys"),
         ({"": 1}, "keys are metadata names of 1-128 characters"),
+        ({"n": 10**400}, "n: values are strings, finite numbers"),  # beyond the float range
+        ({"n": float("nan")}, "n: values are strings, finite numbers"),
+        ({"ts": {"gte": -(10**400)}}, "ts.gte: int is neither a number nor"),
     ],
 )
 def test_bad_filters_are_refused_naming_the_problem(filter_: Any, message: str) -> None:

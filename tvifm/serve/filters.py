@@ -47,10 +47,19 @@ def value_key(value: Any) -> tuple[str, Any] | None:
     if isinstance(value, bool):
         return ("bool", value)
     if isinstance(value, int | float):
-        return ("num", value) if math.isfinite(value) else None
+        return ("num", value) if _finite(value) is not None else None
     if isinstance(value, str):
         return ("str", value)
     return None
+
+
+def _finite(value: int | float) -> float | None:
+    """``value`` as a finite float, or None (NaN, infinities, integers beyond the float range)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def to_seconds(value: Any) -> float | None:
@@ -59,7 +68,7 @@ def to_seconds(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
+        return _finite(value)
     if isinstance(value, str):
         return _iso_seconds(value)
     return None
@@ -70,11 +79,11 @@ def _iso_seconds(text: str) -> float | None:
         return None
     try:
         when = dt.datetime.fromisoformat(text)
-    except ValueError:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return when.timestamp()
+    except (ValueError, OverflowError):  # not ISO-8601, or beyond the years datetime can shift
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
 
 
 @dataclass(frozen=True)

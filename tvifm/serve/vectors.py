@@ -18,9 +18,10 @@ Search (:meth:`Shard.search`) for ``k`` hits among the items a filter admits (``
 - ``ivf`` (``IndexIVFFlat``, ``nlist`` lists trained by k-means with a fixed seed on the live rows in slot
   order, ``nprobe`` lists searched) and ``hnsw`` (``IndexHNSWFlat``, ``hnsw_m`` links, ``ef_search``):
   faiss search whose ``IDSelectorBitmap`` admits only live, matching slots, so filtering happens inside
-  the index, before the top-k. A query for which the index finds fewer than ``min(k, m)`` admitted items
-  (a selective filter outside the probed lists) is answered exactly instead, so a search returns ``k``
-  hits whenever ``k`` items match.
+  the index, before the top-k; it is widened by the inverse of the admitted share (more lists, a longer
+  candidate list, up to :data:`MAX_WIDEN` times). A query for which the index finds fewer than
+  ``min(k, m)`` admitted items (a selective filter outside the probed lists) is answered exactly
+  instead, so a search returns ``k`` hits whenever ``k`` items match.
 
 Labels inside faiss are slot numbers: HNSW numbers vectors in the order they are added, which is slot
 order, and IVF is given them explicitly. Nothing of the approximate structure is stored: it is rebuilt
@@ -56,10 +57,10 @@ class IndexSpec:
 
     kind: IndexKind = "exact"
     nlist: int = 0  # IVF lists; 0: 4 * sqrt(items), at most items / 39
-    nprobe: int = 32  # IVF lists searched per query
+    nprobe: int = 64  # IVF lists searched per query
     hnsw_m: int = 32  # HNSW links per vector
     ef_construction: int = 80  # HNSW candidate list while building
-    ef_search: int = 96  # HNSW candidate list while searching (at least k)
+    ef_search: int = 256  # HNSW candidate list while searching (at least k)
     min_items: int = 20_000  # a modality with fewer live items is searched exactly
     exact_subset_max: int = 20_000  # a filter admitting at most this many items is searched exactly
     seed: int = 0  # IVF k-means seed
