@@ -191,6 +191,8 @@ def test_adds_deletes_and_filters_after_reload(tmp_path: Path, kind: str) -> Non
             recall.append(len({h.id for h in hits} & {ids[keep[r]] for r in rows}) / 10)
         assert np.mean(recall) >= (1.0 if kind == "exact" else 0.9)
     assert again.search(torch.from_numpy(emb[:1]), "visible", 1)[0][0].id == "new"
+    assert again.stats()["index"] == kind
+    assert again.stats()["approximate"] == {"visible": kind != "exact", "ir": False}
 
 
 def test_ivf_is_rebuilt_identically_on_load(tmp_path: Path) -> None:

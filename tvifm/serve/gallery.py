@@ -772,7 +772,8 @@ class PersistentGallery:
         return self.index.search(queries, modality, k, where=where, min_score=min_score)
 
     def stats(self) -> dict[str, Any]:
-        """Size, per-modality counts, dim, version, model fingerprint, segments and dead rows."""
+        """Size, per-modality counts, dim, version, model fingerprint, segments and dead rows, the index
+        type and per modality whether its approximate structure is built (else it is searched exactly)."""
         segments = self.manifest["segments"]
         return {
             "size": len(self.index),
@@ -784,6 +785,8 @@ class PersistentGallery:
             "segments": len(segments),
             "dead_rows": sum(len(s["dead"]) for s in segments),
             "updated_at": self.manifest["updated_at"],
+            "index": self.spec.kind,
+            "approximate": {m: shard.approximate for m, shard in self.index.shards.items()},
         }
 
 

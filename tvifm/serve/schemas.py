@@ -95,6 +95,10 @@ class GalleryStats(BaseModel):
     segments: int
     dead_rows: int
     updated_at: str
+    index: Literal["exact", "ivf", "hnsw"] = Field(description="serve.index")
+    approximate: dict[str, bool] = Field(
+        description="per modality: searched through the IVF/HNSW structure (else exactly: too few items)"
+    )
 
 
 class Health(BaseModel):
