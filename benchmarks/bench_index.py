@@ -1,7 +1,7 @@
 """Benchmark the gallery index types (exact, IVF, HNSW) on a large gallery, in process.
 
 Usage: ``python benchmarks/bench_index.py [--size 1000000] [--queries 500] [--threads 2]
-[--kinds exact,ivf,hnsw] [--nprobe 64,512,1024] [--ef-search 256,96,512] [--no-docs]``
+[--kinds exact,ivf,hnsw] [--nprobe 64,512,1024] [--ef-search 512,96,256] [--no-docs]``
 
 Builds one gallery modality's index (``tvifm.serve.vectors.Shard``, the service's code) per
 ``serve.index`` type and measures build time, memory, recall@10 against exact search and the p50/p99
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kinds", default="exact,ivf,hnsw", help="index types (comma-separated)")
     parser.add_argument("--nprobe", default="64,512,1024", help="IVF lists searched (comma-separated)")
-    parser.add_argument("--ef-search", default="256,96,512", help="HNSW candidate lists (comma-separated)")
+    parser.add_argument("--ef-search", default="512,96,256", help="HNSW candidate lists (comma-separated)")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args(argv)
     dim = tiny_dim()

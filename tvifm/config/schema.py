@@ -292,7 +292,7 @@ class ServeConfig:
     index_nprobe: int = _num(64, min=1)  # IVF lists searched per query
     index_hnsw_m: int = _num(32, min=4, max=256)  # HNSW links per vector
     index_ef_construction: int = _num(80, min=8)  # HNSW candidate list while building
-    index_ef_search: int = _num(256, min=1)  # HNSW candidate list while searching (at least top_k)
+    index_ef_search: int = _num(512, min=1)  # HNSW candidate list while searching (at least top_k)
     index_min_items: int = _num(20_000, min=1)  # a modality with fewer items is searched exactly
     index_exact_subset_max: int = _num(20_000, min=0)  # filters admitting at most this many: exact
     index_seed: int = 0  # IVF k-means seed (the index is rebuilt deterministically on load)

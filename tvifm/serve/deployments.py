@@ -173,6 +173,7 @@ class GalleryIndex:
             index=index_spec(cfg),
         )
         self.reason: str | None = None
+        self.maintenance: asyncio.Task[None] | None = None
         self.task = asyncio.get_running_loop().create_task(self._reembed()) if self.gallery.stale else None
         _configure_batching(cfg, self.search)
 
@@ -258,8 +259,21 @@ class GalleryIndex:
             await asyncio.to_thread(self.gallery.collect_garbage, change)
             await self._maybe_compact()
             result = {"replaced": list(change.dropped) if change.records else [], **self._version()}
-            await asyncio.to_thread(self.gallery.maintain)  # searches go on meanwhile (see vectors.py)
-            return result
+        self._schedule_maintenance()
+        return result
+
+    def _schedule_maintenance(self) -> None:
+        """Re-pack / rebuild the index in the background once a change is answered (one task at a time;
+        a pending one covers later changes too)."""
+        if self.maintenance is None or self.maintenance.done():
+            self.maintenance = asyncio.get_running_loop().create_task(self._maintain())
+
+    async def _maintain(self) -> None:
+        async with self.lock:  # no change is applied meanwhile; searches go on (tvifm.serve.vectors)
+            try:
+                await asyncio.to_thread(self.gallery.maintain)
+            except Exception:
+                log.exception("rebuilding the gallery's search index failed (searched as before)")
 
     def _catch_up(self) -> None:
         """After a refused write: reload what the other writer stored, so a retry can succeed (unless the

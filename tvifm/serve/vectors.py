@@ -60,7 +60,7 @@ class IndexSpec:
     nprobe: int = 64  # IVF lists searched per query
     hnsw_m: int = 32  # HNSW links per vector
     ef_construction: int = 80  # HNSW candidate list while building
-    ef_search: int = 256  # HNSW candidate list while searching (at least k)
+    ef_search: int = 512  # HNSW candidate list while searching (at least k)
     min_items: int = 20_000  # a modality with fewer live items is searched exactly
     exact_subset_max: int = 20_000  # a filter admitting at most this many items is searched exactly
     seed: int = 0  # IVF k-means seed
