@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +45,21 @@ def table(report: dict[str, Any]) -> str:
 
 
 def section(report: dict[str, Any], run: str, commit: str) -> str:
-    return (
-        f"`python benchmarks/calibrate_scores.py --run {run}` (commit {commit}, {dt.date.today()}): every\n"
-        "(query, gallery image) pair of the run's validation identities, IR queries against every visible\n"
-        "validation image (visible against IR for `rgb2ir`), queries embedded as offline evaluation does.\n"
-        "FMR: share of false-match pairs (other identity) scoring at or above the threshold; recall: share\n"
-        "of true-match pairs (same identity) at or above it; queries found: share of queries keeping at\n"
-        "least one true match above it.\n\n"
-        f"{table(report)}\n\n"
-        "![true- and false-match score distributions](score_thresholds.png)\n"
+    meta = json.loads((Path(run) / "meta.json").read_text())
+    val = meta.get("best_val", {})
+    rank1 = ", ".join(f"{mode} {100 * m['rank1']:.1f}" for mode, m in val.items() if "rank1" in m)
+    text = (
+        f"`python benchmarks/calibrate_scores.py --run {run}` (commit {commit}, {dt.date.today()}) on a "
+        f"stage-{meta.get('stage')} run of the {meta.get('dataset')} dataset (epoch {meta.get('best_epoch')} "
+        f"selected; validation Rank-1 {rank1}): every (query, gallery image) pair of the run's validation "
+        "identities, IR queries against every visible validation image (visible against IR for `rgb2ir`, "
+        "the same pairs as `ir` seen from the other side), queries embedded as offline evaluation does. "
+        "FMR: share of false-match pairs (another identity) scoring at or above the threshold; recall: "
+        "share of true-match pairs (same identity) at or above it; queries found: share of queries keeping "
+        "at least one true match at or above it."
     )
+    figure = "![true- and false-match score distributions](score_thresholds.png)"
+    return f"{textwrap.fill(text, 105)}\n\n{table(report)}\n\n{figure}\n"
 
 
 def _commit() -> str:
