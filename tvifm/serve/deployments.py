@@ -206,7 +206,12 @@ class GalleryIndex:
         return out
 
     def _rerank(self, query: np.ndarray, hits: list[IndexHit]) -> list[IndexHit]:
-        """The candidate hits re-ordered by k-reciprocal re-ranking (pending: tvifm.eval.rerank)."""
+        """The candidate hits (the filtered top ``serve.rerank_candidates``) re-ordered by k-reciprocal
+        re-ranking of ``query`` against their embeddings (``self.gallery.index.embedding``).
+
+        Pending: ``tvifm.eval.rerank.k_reciprocal_rerank`` is written on another branch; until it is
+        merged the candidates keep their cosine order (docs/serving.md, "Filters, thresholds and
+        re-ranking")."""
         return hits
 
     def _version(self) -> dict[str, int]:

@@ -212,7 +212,10 @@ MIN_SCORE_HELP = (
     "drop hits whose score (cosine similarity) is below this; docs/serving.md gives thresholds calibrated "
     "on validation identities"
 )
-RERANK_HELP = "re-rank the top serve.rerank_candidates hits (after the filter) by k-reciprocal neighbours"
+RERANK_HELP = (
+    "re-rank the top serve.rerank_candidates hits (after the filter) by k-reciprocal neighbours "
+    "(docs/serving.md says whether this build has the re-ranking)"
+)
 
 
 def _search_models(cfg: ServeConfig) -> tuple[type[BaseModel], type[BaseModel]]:

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from tvifm.config.schema import ServeConfig
 from tvifm.errors import ConfigError, TvifmError
 from tvifm.serve.filters import Equals, MetadataFilter, Window, to_seconds, value_key
 
@@ -49,21 +50,23 @@ DEAD_FRACTION = 0.25  # re-pack when this share of the slots is dead
 IVF_REGROW = 4  # retrain IVF when the modality has grown this many times since its training
 IVF_POINTS_PER_LIST = 64  # k-means training sample per list (faiss subsamples with the fixed seed)
 MAX_WIDEN = 16.0  # a filtered approximate search visits at most this many times more candidates
+_SERVE = ServeConfig()  # the defaults of the serve.index_* settings
 
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """How a gallery modality is searched (``serve.index*`` settings, docs/serving.md "Scale")."""
+    """How a gallery modality is searched: the ``serve.index*`` settings (their defaults; meanings in
+    :class:`~tvifm.config.schema.ServeConfig` and docs/serving.md "Scale: index types")."""
 
-    kind: IndexKind = "exact"
-    nlist: int = 0  # IVF lists; 0: 4 * sqrt(items), at most items / 39
-    nprobe: int = 64  # IVF lists searched per query
-    hnsw_m: int = 32  # HNSW links per vector
-    ef_construction: int = 80  # HNSW candidate list while building
-    ef_search: int = 512  # HNSW candidate list while searching (at least k)
-    min_items: int = 20_000  # a modality with fewer live items is searched exactly
-    exact_subset_max: int = 20_000  # a filter admitting at most this many items is searched exactly
-    seed: int = 0  # IVF k-means seed
+    kind: IndexKind = _SERVE.index
+    nlist: int = _SERVE.index_nlist  # 0: 4 * sqrt(items), at most items / 39
+    nprobe: int = _SERVE.index_nprobe
+    hnsw_m: int = _SERVE.index_hnsw_m
+    ef_construction: int = _SERVE.index_ef_construction
+    ef_search: int = _SERVE.index_ef_search
+    min_items: int = _SERVE.index_min_items
+    exact_subset_max: int = _SERVE.index_exact_subset_max
+    seed: int = _SERVE.index_seed
 
     def __post_init__(self) -> None:
         if self.kind not in INDEX_KINDS:
