@@ -291,3 +291,12 @@ def test_the_openapi_schema_documents_filters_with_examples(service: Service) ->
     assert filter_schema["examples"] and "gte" in str(filter_schema["additionalProperties"])
     form = spec["paths"]["/v1/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert {"filter", "min_score", "rerank"} <= set(form["properties"])
+
+
+def test_a_reranked_search_keeps_the_filter_and_top_k(service: Service, world: dict[str, Any]) -> None:
+    where, admits = FILTERS[2]
+    visible, _ = world["visible"]
+    matching = {item_id(s, PREFIX) for s in visible if admits(s)}
+    with service.client() as client:
+        hits = _search(client, _body(world, "ir", 0, top_k=5, filter=where, rerank=True))["results"]
+    assert len(hits) == min(5, len(matching)) and {h["id"] for h in hits} <= matching
