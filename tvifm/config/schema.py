@@ -286,6 +286,18 @@ class ServeConfig:
     index_num_cpus: float = _num(0.5, min=0.0)  # the single gallery-index replica
     index_threads: int = _num(1, min=1)  # torch threads of the index (exact search)
     index_max_ongoing_requests: int = _num(256, min=1)  # >= max_batch_size so searches can batch
+    # --- search index (docs/serving.md, "Scale") ----------------------------------------------------------
+    index: Literal["exact", "ivf", "hnsw"] = "exact"  # exact inner product, or a faiss IVF / HNSW index
+    index_nlist: int = _num(0, min=0)  # IVF lists; 0: 4 * sqrt(items)
+    index_nprobe: int = _num(64, min=1)  # IVF lists searched per query
+    index_hnsw_m: int = _num(32, min=4, max=256)  # HNSW links per vector
+    index_ef_construction: int = _num(80, min=8)  # HNSW candidate list while building
+    index_ef_search: int = _num(512, min=1)  # HNSW candidate list while searching (at least top_k)
+    index_min_items: int = _num(20_000, min=1)  # a modality with fewer items is searched exactly
+    index_exact_subset_max: int = _num(20_000, min=0)  # filters admitting at most this many: exact
+    index_seed: int = 0  # IVF k-means seed (the index is rebuilt deterministically on load)
+    # --- re-ranking (docs/serving.md, "Filters, thresholds and re-ranking") ----------------------------
+    rerank_candidates: int = _num(100, min=2, max=2000)  # k-reciprocal re-ranking of this many top hits
 
     def check(self) -> None:
         """Reject combinations of values that are each valid but contradict each other."""
@@ -297,6 +309,10 @@ class ServeConfig:
             raise ConfigError(
                 f"serve.max_image_bytes={self.max_image_bytes} exceeds "
                 f"serve.max_request_bytes={self.max_request_bytes}"
+            )
+        if self.index_nlist and self.index_nprobe > self.index_nlist:
+            raise ConfigError(
+                f"serve.index_nprobe={self.index_nprobe} exceeds serve.index_nlist={self.index_nlist}"
             )
         for name in ("ingress", "embedder"):
             scaling: ScalingConfig = getattr(self, name)

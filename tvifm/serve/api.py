@@ -44,6 +44,14 @@ file parts in multipart/form-data. Errors are JSON objects with a `detail` messa
 """
 
 
+SEARCH_DESCRIPTION = """Ranks the gallery items of the query mode's target modality by the inner product of
+unit embeddings (cosine similarity). `filter` restricts the ranking to items whose metadata match (before
+`top_k`: a search returns `top_k` hits whenever that many items match); `min_score` drops hits below a
+threshold (docs/serving.md gives thresholds calibrated on validation identities); `rerank` re-orders the
+top `serve.rerank_candidates` hits by k-reciprocal neighbours.
+"""
+
+
 class ApiError(Exception):
     """An error response: HTTP status, message and optional headers."""
 
@@ -54,13 +62,16 @@ class ApiError(Exception):
 
 @dataclass
 class Query:
-    """A validated search query."""
+    """A validated search query (``filter``: a filter object, :mod:`tvifm.serve.filters`)."""
 
     mode: str
     top_k: int
     image: bytes | None = None
     description: str | None = None
     ir_caption: str | None = None
+    filter: dict[str, Any] | None = None
+    min_score: float | None = None
+    rerank: bool = False
 
 
 @dataclass
@@ -90,8 +101,18 @@ class Backend(Protocol):
         """``(N, D)`` gallery embeddings of the items' images."""
         ...
 
-    async def search(self, embedding: Any, modality: str, top_k: int) -> dict[str, Any]:
-        """``{"hits": [...], "version": int, "size": int}``."""
+    async def search(
+        self,
+        embedding: Any,
+        modality: str,
+        top_k: int,
+        *,
+        where: dict[str, Any] | None = None,
+        min_score: float | None = None,
+        rerank: bool = False,
+    ) -> dict[str, Any]:
+        """``{"hits": [...], "version": int, "size": int}``: the top-``top_k`` items among those the
+        filter ``where`` admits, without hits below ``min_score``, optionally re-ranked."""
         ...
 
     async def add(self, items: list[NewItem], embeddings: Any) -> dict[str, Any]:
@@ -220,7 +241,7 @@ class _Routes:
             image = req.image
             data = decode_base64(image, "image", self.cfg.max_image_bytes) if image is not None else None
             return self._query(req, data)
-        form = await parse_form(request, body, max_files=1, max_fields=8)
+        form = await parse_form(request, body, max_files=1, max_fields=12)
         fields = {k: v for k, v in form.multi_items() if k != "image"}
         if any(not isinstance(v, str) for v in fields.values()):
             raise ApiError(422, "only 'image' may be a file part")
@@ -233,7 +254,8 @@ class _Routes:
 
     @staticmethod
     def _query(req: Any, image: bytes | None) -> Query:
-        return Query(req.mode, req.top_k, image, _clean(req.description), _clean(req.ir_caption))
+        text = _clean(req.description), _clean(req.ir_caption)
+        return Query(req.mode, req.top_k, image, *text, req.filter, req.min_score, req.rerank)
 
     def check_needs(self, q: Query) -> None:
         needs, missing = MODE_NEEDS[q.mode], []
@@ -255,7 +277,14 @@ class _Routes:
         if q.image is not None:
             await asyncio.to_thread(check_decodable, q.image, "image", self.cfg.max_image_pixels)
         embedded = await self.backend.query(q)
-        found = await self.backend.search(embedded["embedding"], target_modality(q.mode), q.top_k)
+        found = await self.backend.search(
+            embedded["embedding"],
+            target_modality(q.mode),
+            q.top_k,
+            where=q.filter,
+            min_score=q.min_score,
+            rerank=q.rerank,
+        )
         info = await self.backend.model_info()
         return {
             "mode": q.mode,
@@ -416,6 +445,7 @@ def _add_v1_routes(v1: APIRouter, routes: _Routes, cfg: ServeConfig, auth: tuple
         responses=_errors(400, *auth, 413, 415, 422, 503),
         openapi_extra=_body("SearchRequest", schemas.search_form_schema(cfg)),
         summary="Rank gallery items for an IR (or visible) image and/or a description",
+        description=SEARCH_DESCRIPTION,
     )
     async def search(request: Request) -> dict[str, Any]:
         return await routes.search(request)

@@ -1,17 +1,21 @@
 """Request and response bodies of the HTTP API (pydantic), built for one :class:`ServeConfig`'s limits.
 
 Requests forbid unknown fields; images travel as base64 strings in JSON (a ``data:image/...;base64,``
-prefix is accepted) or as file parts in ``multipart/form-data``. No field takes a server-side path.
+prefix is accepted) or as file parts in ``multipart/form-data``. No field takes a server-side path. A
+search's ``filter`` is checked by :func:`tvifm.serve.filters.parse_filter` (its JSON schema here only
+documents it).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, create_model
 
 from tvifm.models.query import QUERY_MODES, QueryMode
+from tvifm.serve import filters
 from tvifm.serve.config import ServeConfig
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}$"
@@ -26,7 +30,10 @@ class Hit(BaseModel):
     """One ranked gallery item."""
 
     id: str
-    score: float = Field(description="inner product of the query and gallery embeddings")
+    score: float = Field(
+        description="inner product of the unit query and gallery embeddings: their cosine similarity, in "
+        "[-1, 1] (ensemble: the mean of its three modes' cosines)"
+    )
     modality: ModalityName
     metadata: dict[str, Any]
 
@@ -88,6 +95,10 @@ class GalleryStats(BaseModel):
     segments: int
     dead_rows: int
     updated_at: str
+    index: Literal["exact", "ivf", "hnsw"] = Field(description="serve.index")
+    approximate: dict[str, bool] = Field(
+        description="per modality: searched through the IVF/HNSW structure (else exactly: too few items)"
+    )
 
 
 class Health(BaseModel):
@@ -123,12 +134,88 @@ class RequestModels:
 
 FORBID = ConfigDict(extra="forbid")
 
+_SCALAR = [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]
+_BOUND = {"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]}
+FILTER_EXAMPLE = {
+    "camera": [1, 2],
+    "site": "north-gate",
+    "timestamp": {"gte": "2024-05-01T00:00:00Z", "lt": "2024-05-02T00:00:00Z"},
+}
+FILTER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": (
+        "Only items whose metadata match are ranked (applied before top_k). Each key maps to a value "
+        "(equal), a non-empty list of values (equal to one of them) or a range of gt/gte/lt/lte bounds "
+        "that are numbers or ISO-8601 date-times (a time window, e.g. on 'timestamp'); keys are ANDed. "
+        "In multipart bodies: the same object as JSON text."
+    ),
+    "maxProperties": filters.MAX_KEYS,
+    "additionalProperties": {
+        "anyOf": [
+            *_SCALAR,
+            {"type": "array", "minItems": 1, "maxItems": filters.MAX_VALUES, "items": {"anyOf": _SCALAR}},
+            {
+                "type": "object",
+                "properties": {op: _BOUND for op in filters.RANGE_OPS},
+                "additionalProperties": False,
+                "minProperties": 1,
+            },
+        ]
+    },
+    "examples": [FILTER_EXAMPLE, {"camera": 3}, {"timestamp": {"gt": 1714521600}}],
+}
+SEARCH_EXAMPLE = {
+    "image": "<base64 IR image>",
+    "description": "a man with short black hair in a red t-shirt and blue jeans",
+    "mode": "ensemble",
+    "top_k": 5,
+    "filter": FILTER_EXAMPLE,
+    "min_score": 0.5,
+}
+
+
+def _check_filter(value: Any) -> dict[str, Any] | None:
+    """A valid filter object unchanged (None: no filter); a ValueError naming the problem otherwise."""
+    if value is None:
+        return None
+    filters.parse_filter(value)
+    return dict(value)
+
+
+def _check_filter_text(value: Any) -> dict[str, Any] | None:
+    """The filter of a multipart body: JSON text of a filter object."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"not valid JSON ({err.msg}); send a JSON object") from err
+    return _check_filter(value)
+
+
+FilterField = Annotated[
+    dict[str, Any] | None,
+    PlainValidator(_check_filter),
+    WithJsonSchema({"anyOf": [FILTER_SCHEMA, {"type": "null"}]}),
+]
+FilterText = Annotated[dict[str, Any] | None, PlainValidator(_check_filter_text)]
+MinScore = Annotated[float | None, Field(ge=-1.0, le=1.0, allow_inf_nan=False)]
+
 
 def request_models(cfg: ServeConfig) -> RequestModels:
     """Request models whose bounds (text length, ``top_k``, items per request) come from ``cfg``."""
     search, search_fields = _search_models(cfg)
     item, fields, add = _gallery_models(cfg)
     return RequestModels(search, search_fields, item, fields, add)
+
+
+MIN_SCORE_HELP = (
+    "drop hits whose score (cosine similarity) is below this; docs/serving.md gives thresholds calibrated "
+    "on validation identities"
+)
+RERANK_HELP = (
+    "re-rank the top serve.rerank_candidates hits (after the filter) by k-reciprocal neighbours "
+    "(docs/serving.md says whether this build has the re-ranking)"
+)
 
 
 def _search_models(cfg: ServeConfig) -> tuple[type[BaseModel], type[BaseModel]]:
@@ -139,10 +226,16 @@ def _search_models(cfg: ServeConfig) -> tuple[type[BaseModel], type[BaseModel]]:
         "ir_caption": (text, Field(None, description="caption of the IR image (T_ir); generated if absent")),
         "mode": (ModeName, Field("ensemble", description="ir, text, fusion, ensemble (MER) or rgb2ir")),
         "top_k": (top_k, Field(cfg.default_top_k, description="number of results")),
+        "min_score": (MinScore, Field(None, description=MIN_SCORE_HELP)),
+        "rerank": (bool, Field(False, description=RERANK_HELP)),
     }
     image = (str | None, Field(None, description="base64 image: IR (visible for rgb2ir)"))
-    search = create_model("SearchRequest", __config__=FORBID, image=image, **common)
-    return search, create_model("SearchFields", __config__=FORBID, **common)
+    examples = ConfigDict(extra="forbid", json_schema_extra={"examples": [SEARCH_EXAMPLE]})
+    search = create_model(
+        "SearchRequest", __config__=examples, image=image, filter=(FilterField, None), **common
+    )
+    fields = create_model("SearchFields", __config__=FORBID, filter=(FilterText, None), **common)
+    return search, fields
 
 
 def _gallery_models(cfg: ServeConfig) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
@@ -170,6 +263,13 @@ def search_form_schema(cfg: ServeConfig) -> dict[str, Any]:
             "ir_caption": text,
             "mode": {"type": "string", "enum": list(QUERY_MODES)},
             "top_k": {"type": "integer", "minimum": 1, "maximum": cfg.max_top_k},
+            "filter": {
+                "type": "string",
+                "description": "a JSON filter object (see SearchRequest.filter)",
+                "examples": [json.dumps(FILTER_EXAMPLE)],
+            },
+            "min_score": {"type": "number", "minimum": -1.0, "maximum": 1.0, "description": MIN_SCORE_HELP},
+            "rerank": {"type": "boolean", "description": RERANK_HELP},
         },
     }
 
