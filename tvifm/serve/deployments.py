@@ -95,8 +95,10 @@ class Embedder:
         return list(await asyncio.to_thread(self._encode_images, items))
 
     def _encode_images(self, items: Sequence[tuple[bytes, str]]) -> torch.Tensor:
-        images = [decode_image(data, self.max_pixels) for data, _ in items]
-        return self.encoder.image_features(images, [m for _, m in items])
+        # one decoded image at a time: a batch holds its small model inputs, never all its full-size
+        # pixels (16 images near serve.max_image_pixels would be about 1 GB)
+        inputs = [self.encoder.prepare(decode_image(data, self.max_pixels)) for data, _ in items]
+        return self.encoder.input_features(inputs, [m for _, m in items])
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def text_features(self, texts: list[str]) -> list[torch.Tensor]:
