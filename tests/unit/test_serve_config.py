@@ -28,6 +28,10 @@ def test_nested_sections_and_overrides() -> None:
     assert cfg.embedder.autoscale and cfg.embedder.min_replicas == 2 and cfg.embedder.max_replicas == 8
     assert cfg.max_top_k == 50 and cfg.gallery_uri == "s3://bucket/gallery"
     assert cfg.ingress.num_cpus == 0.25  # the ingress section keeps its own defaults
+    partial = serve_config({"ingress": {"num_replicas": 2}})  # ... also when given in part
+    assert partial.ingress.num_replicas == 2 and partial.ingress.num_cpus == 0.25
+    assert partial.ingress.max_ongoing_requests == 128 > partial.max_uploads
+    assert partial.embedder.max_ongoing_requests == 32  # the class default elsewhere
     with pytest.raises(ConfigError, match=r"serve\.key=value"):  # the one override style of every job
         serve_config({}, ["port=9000"])
 
@@ -47,6 +51,10 @@ def test_nested_sections_and_overrides() -> None:
         ({"index_nlist": 16, "index_nprobe": 32}, "index_nprobe=32 exceeds serve.index_nlist=16"),
         ({"index_hnsw_m": 2}, "index_hnsw_m=2 is too small"),
         ({"rerank_candidates": 1}, "rerank_candidates=1 is too small"),
+        ({"max_image_pixels": 200, "max_request_pixels": 100}, "max_image_pixels=200 exceeds"),
+        ({"max_uploads": 4, "max_uploads_per_client": 5}, "max_uploads_per_client=5 exceeds"),
+        ({"ingress": {"max_ongoing_requests": 96}}, "max_uploads=96 must be below .*=96, so /healthz"),
+        ({"body_timeout_s": 0}, "body_timeout_s=0.0 is too small"),
     ],
 )
 def test_invalid_values_name_the_key(data: dict, message: str) -> None:

@@ -28,6 +28,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from tvifm.data import storage
+from tvifm.eval.rerank import k_reciprocal_rerank
 from tvifm.models.query import MODE_NEEDS, query_modality
 from tvifm.serve.api import ApiError, Backend, NewItem, Query, create_api
 from tvifm.serve.config import ServeConfig, index_spec, read_token, serve_config
@@ -108,8 +109,10 @@ class Embedder:
         return list(await asyncio.to_thread(self._encode_images, items))
 
     def _encode_images(self, items: Sequence[tuple[bytes, str]]) -> torch.Tensor:
-        images = [decode_image(data, self.max_pixels) for data, _ in items]
-        return self.encoder.image_features(images, [m for _, m in items])
+        # one decoded image at a time: a batch holds its small model inputs, never all its full-size
+        # pixels (16 images near serve.max_image_pixels would be about 1 GB)
+        inputs = [self.encoder.prepare(decode_image(data, self.max_pixels)) for data, _ in items]
+        return self.encoder.input_features(inputs, [m for _, m in items])
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def text_features(self, texts: list[str]) -> list[torch.Tensor]:
@@ -207,12 +210,13 @@ class GalleryIndex:
 
     def _rerank(self, query: np.ndarray, hits: list[IndexHit]) -> list[IndexHit]:
         """The candidate hits (the filtered top ``serve.rerank_candidates``) re-ordered by k-reciprocal
-        re-ranking of ``query`` against their embeddings (``self.gallery.index.embedding``).
-
-        Pending: ``tvifm.eval.rerank.k_reciprocal_rerank`` is written on another branch; until it is
-        merged the candidates keep their cosine order (docs/serving.md, "Filters, thresholds and
-        re-ranking")."""
-        return hits
+        re-ranking (:func:`tvifm.eval.rerank.k_reciprocal_rerank`, the offline evaluation's) of ``query``
+        against their embeddings; each hit keeps its cosine score."""
+        if len(hits) < 2:
+            return hits
+        gallery = np.stack([np.asarray(self.gallery.index.embedding(h.id), dtype=np.float32) for h in hits])
+        distances = k_reciprocal_rerank(query[None, :], gallery)[0]
+        return [hits[i] for i in np.argsort(distances, kind="stable")]
 
     def _version(self) -> dict[str, int]:
         return {"version": int(self.gallery.manifest["version"]), "size": len(self.gallery.index)}
