@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +29,19 @@ def _restore_leaky_env() -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+    _forget_mlflow_uris()
+
+
+def _forget_mlflow_uris() -> None:
+    """Clear the process-wide URIs that ``mlflow.set_tracking_uri``/``set_registry_uri`` keep in module
+    globals: a later test's ``MlflowClient(tracking_uri=...)`` would otherwise send registry calls to an
+    earlier test's server, which is gone by then."""
+    registry = sys.modules.get("mlflow.tracking._model_registry.utils")
+    if registry is not None:
+        registry._registry_uri = None
+    tracking = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if tracking is not None:
+        tracking._tracking_uri = None
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ TRAIN = [sys.executable, str(REPO / "jobs" / "train.py")]
 def _client(uri: str):
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _run(uri: str, name: str):
