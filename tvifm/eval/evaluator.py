@@ -96,7 +96,12 @@ class ValidationSet:
                 "(SYSU-MM01 exp/val_id.txt, or data.val_fraction > 0 for datasets without one)"
             )
         all_sets = protocol_sets(
-            splits.name, splits.val_visible, splits.val_ir, trials=cfg.eval.val_trials, seed=cfg.eval.seed
+            splits.name,
+            splits.val_visible,
+            splits.val_ir,
+            trials=cfg.eval.val_trials,
+            seed=cfg.eval.seed,
+            sampling=cfg.eval.sampling,
         )
         first = next(iter(all_sets))
         return cls(first, {first: all_sets[first]}, text, cfg)
