@@ -102,6 +102,9 @@ def _deploy(tmp: Path, model: Path) -> Deployment:
             "max_batch_size": 16,
             "batch_wait_timeout_s": 0.005,
             "ingress": {"num_cpus": 0.25, "max_ongoing_requests": 64},
+            # the load test is one client (one address) on purpose: let it have every upload place
+            "max_uploads": 48,
+            "max_uploads_per_client": 48,
             "embedder": {"num_cpus": 1.0, "max_ongoing_requests": 64},
             "index_num_cpus": 0.5,
         }

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,22 @@ from tvifm.config import load_config
 from tvifm.config.schema import Config
 
 SMALL_SIZE = (64, 32)
+# mlflow.set_tracking_uri() and set_registry_uri() also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI
+# into os.environ, where every process a later test starts (a Ray head, a job driver) would inherit a
+# server that is gone by then
+_LEAKY_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def _restore_leaky_env() -> Iterator[None]:
+    """Put back the environment variables that libraries set as a side effect of a test."""
+    saved = {key: os.environ.get(key) for key in _LEAKY_ENV}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

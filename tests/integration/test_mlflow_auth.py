@@ -176,6 +176,8 @@ def test_only_the_training_user_moves_aliases_and_the_service_reads(
     # the training job: a run in the experiment, registration and promotion with tvifm's own code
     _as(monkeypatch, auth_server.users["train"])
     run = client.create_run(client.get_experiment_by_name(experiment).experiment_id)
+    # a registry left in the environment (a gone server) must not divert the registration
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"http://127.0.0.1:{free_port()}")
     registration = register_model(auth_server.uri, run.info.run_id, _run_dir(tmp_path / "run"), model, 0.5)
     assert registration.promoted and registration.version == "1"
 

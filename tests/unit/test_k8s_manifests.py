@@ -651,6 +651,10 @@ def test_service_config_builds_the_projects_application_on_its_workers() -> None
     assert [i["path"] for i in secret["items"]] == [token_file.name]
     assert secret["defaultMode"] & 0o007 == 0, "the token file must not be world-readable"
     assert not any("tvifm-serve-token" in str(e.get("valueFrom")) for e in container["env"])
+    # the workers' Serve proxies report the client behind the ingress controller (X-Forwarded-For), so
+    # serve.max_uploads_per_client bounds each client rather than the controller's one address
+    assert env_of(container)["FORWARDED_ALLOW_IPS"]["value"] == "*"
+    assert args["max_uploads"] < args["ingress"]["max_ongoing_requests"]
     # replicas fit the GPU workers: every embedder replica gets its GPU
     total_gpus = sum(r * g for r, g, _ in gpus(service))
     assert args["embedder"]["max_replicas"] * args["embedder"]["num_gpus"] <= total_gpus

@@ -10,7 +10,7 @@ import pytest
 from tvifm.config.loader import from_dict
 from tvifm.errors import ConfigError
 from tvifm.serve.app import scaling_options, service_config, token_file_for_cluster
-from tvifm.serve.config import ServeConfig, config_dict, read_token, serve_config
+from tvifm.serve.config import ServeConfig, config_dict, index_spec, read_token, serve_config
 
 
 def test_defaults_are_valid_and_round_trip() -> None:
@@ -28,6 +28,10 @@ def test_nested_sections_and_overrides() -> None:
     assert cfg.embedder.autoscale and cfg.embedder.min_replicas == 2 and cfg.embedder.max_replicas == 8
     assert cfg.max_top_k == 50 and cfg.gallery_uri == "s3://bucket/gallery"
     assert cfg.ingress.num_cpus == 0.25  # the ingress section keeps its own defaults
+    partial = serve_config({"ingress": {"num_replicas": 2}})  # ... also when given in part
+    assert partial.ingress.num_replicas == 2 and partial.ingress.num_cpus == 0.25
+    assert partial.ingress.max_ongoing_requests == 128 > partial.max_uploads
+    assert partial.embedder.max_ongoing_requests == 32  # the class default elsewhere
     with pytest.raises(ConfigError, match=r"serve\.key=value"):  # the one override style of every job
         serve_config({}, ["port=9000"])
 
@@ -43,11 +47,29 @@ def test_nested_sections_and_overrides() -> None:
         ({"default_top_k": 20, "max_top_k": 10}, "default_top_k=20 exceeds serve.max_top_k=10"),
         ({"max_image_bytes": 4096, "max_request_bytes": 2048}, "max_image_bytes=4096 exceeds"),
         ({"embedder": {"autoscale": True, "min_replicas": 5, "max_replicas": 2}}, "min_replicas=5 exceeds"),
+        ({"index": "annoy"}, "index='annoy' is not allowed; choose one of: exact, ivf, hnsw"),
+        ({"index_nlist": 16, "index_nprobe": 32}, "index_nprobe=32 exceeds serve.index_nlist=16"),
+        ({"index_hnsw_m": 2}, "index_hnsw_m=2 is too small"),
+        ({"rerank_candidates": 1}, "rerank_candidates=1 is too small"),
+        ({"max_image_pixels": 200, "max_request_pixels": 100}, "max_image_pixels=200 exceeds"),
+        ({"max_uploads": 4, "max_uploads_per_client": 5}, "max_uploads_per_client=5 exceeds"),
+        ({"ingress": {"max_ongoing_requests": 96}}, "max_uploads=96 must be below .*=96, so /healthz"),
+        ({"body_timeout_s": 0}, "body_timeout_s=0.0 is too small"),
     ],
 )
 def test_invalid_values_name_the_key(data: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         serve_config(data)
+
+
+def test_index_settings_become_the_gallery_index_spec() -> None:
+    assert index_spec(ServeConfig()).kind == "exact"
+    spec = index_spec(
+        serve_config({}, ["serve.index=ivf", "serve.index_nlist=1024", "serve.index_nprobe=16"])
+    )
+    assert (spec.kind, spec.nlist, spec.nprobe, spec.seed) == ("ivf", 1024, 16, 0)
+    spec = index_spec(serve_config({"index": "hnsw", "index_ef_search": 128, "index_min_items": 5}))
+    assert (spec.kind, spec.ef_search, spec.min_items) == ("hnsw", 128, 5)
 
 
 def test_scaling_options_fixed_and_autoscaled() -> None:

@@ -76,12 +76,24 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
+        value = _onto_field_default(fields[name], value)
         kwargs[name] = _coerce(hints[name], value, prefix + name, fields[name].metadata)
     obj = cls(**kwargs)
     check = getattr(obj, "check", None)
     if callable(check):  # cross-field rules a section declares for itself
         check()
     return obj
+
+
+def _onto_field_default(f: dataclasses.Field, value: Any) -> Any:
+    """A nested section given in part keeps the defaults of its field, not only of its class (the
+    ``serve.ingress`` section's own ``num_cpus`` and ``max_ongoing_requests``, say)."""
+    if not isinstance(value, Mapping) or f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    if not dataclasses.is_dataclass(default):
+        return value
+    return merge(dataclasses.asdict(default), value)
 
 
 def load_section(

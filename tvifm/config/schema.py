@@ -276,19 +276,43 @@ class ServeConfig:
     max_request_bytes: int = _num(32 * MIB, min=1024)  # 413 beyond this
     max_image_bytes: int = _num(8 * MIB, min=64)  # one encoded image; 413 beyond this
     max_image_pixels: int = _num(16_000_000, min=64)  # width x height; 413 beyond this
+    # width x height summed over the images of one request (read from their headers, before decoding)
+    max_request_pixels: int = _num(32_000_000, min=64)
     max_text_chars: int = _num(2000, min=1)
     max_metadata_bytes: int = _num(4096, min=2)  # one gallery item's metadata as JSON
     max_items_per_request: int = _num(256, min=1)  # POST /v1/gallery
     default_top_k: int = _num(10, min=1)
     max_top_k: int = _num(100, min=1)
+    # --- slow and greedy clients (per ingress replica) --------------------------------------------------
+    body_timeout_s: float = _num(30.0, min=0.1)  # the whole body must arrive within this; 408 beyond
+    # requests with a body (search, gallery add) in progress, reading or being worked on: 503 beyond
+    # max_uploads, 429 beyond max_uploads_per_client from one client (its peer address). max_uploads
+    # must stay below ingress.max_ongoing_requests, so probes and reads always find a free slot
+    max_uploads: int = _num(96, min=1)
+    max_uploads_per_client: int = _num(8, min=1)
     # --- batching and scaling -------------------------------------------------------------------------
     max_batch_size: int = _num(16, min=1)  # @serve.batch of image/text encoding and of searches
     batch_wait_timeout_s: float = _num(0.005, min=0.0)
-    ingress: ScalingConfig = field(default_factory=lambda: ScalingConfig(num_cpus=0.25))
+    # the ingress only awaits I/O: many requests per replica, heavy ones bounded by max_uploads
+    ingress: ScalingConfig = field(
+        default_factory=lambda: ScalingConfig(num_cpus=0.25, max_ongoing_requests=128)
+    )
     embedder: ScalingConfig = field(default_factory=ScalingConfig)
     index_num_cpus: float = _num(0.5, min=0.0)  # the single gallery-index replica
     index_threads: int = _num(1, min=1)  # torch threads of the index (exact search)
     index_max_ongoing_requests: int = _num(256, min=1)  # >= max_batch_size so searches can batch
+    # --- search index (docs/serving.md, "Scale") ----------------------------------------------------------
+    index: Literal["exact", "ivf", "hnsw"] = "exact"  # exact inner product, or a faiss IVF / HNSW index
+    index_nlist: int = _num(0, min=0)  # IVF lists; 0: 4 * sqrt(items)
+    index_nprobe: int = _num(64, min=1)  # IVF lists searched per query
+    index_hnsw_m: int = _num(32, min=4, max=256)  # HNSW links per vector
+    index_ef_construction: int = _num(80, min=8)  # HNSW candidate list while building
+    index_ef_search: int = _num(512, min=1)  # HNSW candidate list while searching (at least top_k)
+    index_min_items: int = _num(20_000, min=1)  # a modality with fewer items is searched exactly
+    index_exact_subset_max: int = _num(20_000, min=0)  # filters admitting at most this many: exact
+    index_seed: int = 0  # IVF k-means seed (the index is rebuilt deterministically on load)
+    # --- re-ranking (docs/serving.md, "Filters, thresholds and re-ranking") ----------------------------
+    rerank_candidates: int = _num(100, min=2, max=2000)  # k-reciprocal re-ranking of this many top hits
 
     def check(self) -> None:
         """Reject combinations of values that are each valid but contradict each other."""
@@ -301,6 +325,11 @@ class ServeConfig:
                 f"serve.max_image_bytes={self.max_image_bytes} exceeds "
                 f"serve.max_request_bytes={self.max_request_bytes}"
             )
+        if self.index_nlist and self.index_nprobe > self.index_nlist:
+            raise ConfigError(
+                f"serve.index_nprobe={self.index_nprobe} exceeds serve.index_nlist={self.index_nlist}"
+            )
+        self._check_edge_limits()
         for name in ("ingress", "embedder"):
             scaling: ScalingConfig = getattr(self, name)
             if scaling.autoscale and scaling.min_replicas > scaling.max_replicas:
@@ -308,6 +337,24 @@ class ServeConfig:
                     f"serve.{name}.min_replicas={scaling.min_replicas} exceeds "
                     f"serve.{name}.max_replicas={scaling.max_replicas}"
                 )
+
+    def _check_edge_limits(self) -> None:
+        if self.max_image_pixels > self.max_request_pixels:
+            raise ConfigError(
+                f"serve.max_image_pixels={self.max_image_pixels} exceeds "
+                f"serve.max_request_pixels={self.max_request_pixels}"
+            )
+        if self.max_uploads_per_client > self.max_uploads:
+            raise ConfigError(
+                f"serve.max_uploads_per_client={self.max_uploads_per_client} exceeds "
+                f"serve.max_uploads={self.max_uploads}"
+            )
+        if self.max_uploads >= self.ingress.max_ongoing_requests:
+            raise ConfigError(
+                f"serve.max_uploads={self.max_uploads} must be below "
+                f"serve.ingress.max_ongoing_requests={self.ingress.max_ongoing_requests}, so /healthz, "
+                "/readyz and reads always find a free slot; raise the latter or lower the former"
+            )
 
 
 @dataclass

@@ -3,8 +3,11 @@
 :func:`create_api` builds the app around a :class:`Backend` (the Serve ingress passes one that calls the
 embedding and gallery-index deployments through handles). Every client mistake is a 4xx with a JSON body
 ``{"detail": "..."}``: 400 undecodable image or malformed multipart, 401 missing/wrong bearer token, 404
-unknown gallery id, 413 request or image too large, 415 unsupported content type, 422 invalid or missing
-fields. 503 means the service itself cannot answer yet (gallery being re-embedded, storage unreachable).
+unknown gallery id, 408 body not received within ``serve.body_timeout_s``, 413 request, image or pixels
+too large, 415 unsupported content type, 422 invalid or missing fields, 429 too many requests with a body
+from one client. 503 means the service itself cannot answer now (busy, gallery being re-embedded,
+storage unreachable); 500 (JSON, no traceback) a bug. The defences against slow and greedy clients are
+in :mod:`tvifm.serve.edge`.
 """
 
 from __future__ import annotations
@@ -14,23 +17,32 @@ import base64
 import binascii
 import hmac
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from tvifm.models.query import MODE_NEEDS, target_modality
 from tvifm.serve import schemas
 from tvifm.serve.config import ServeConfig
-from tvifm.serve.encoder import BadImageError, ImageTooLargeError, decode_image
+from tvifm.serve.edge import (
+    ApiError,
+    JsonServerErrors,
+    UploadGate,
+    client_of,
+    error_response,
+    read_body,
+    unexpected,
+)
+from tvifm.serve.encoder import BadImageError, ImageTooLargeError, decode_image, image_pixels
 
 JSON_TYPE = "application/json"
 FORM_TYPE = "multipart/form-data"
@@ -44,23 +56,29 @@ file parts in multipart/form-data. Errors are JSON objects with a `detail` messa
 """
 
 
-class ApiError(Exception):
-    """An error response: HTTP status, message and optional headers."""
+SEARCH_DESCRIPTION = """Ranks the gallery items of the query mode's target modality by the inner product of
+unit embeddings (cosine similarity). `filter` restricts the ranking to items whose metadata match (before
+`top_k`: a search returns `top_k` hits whenever that many items match); `min_score` drops hits below a
+threshold (docs/serving.md gives thresholds calibrated on validation identities); `rerank` re-orders the
+top `serve.rerank_candidates` hits by k-reciprocal neighbours.
+"""
 
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.detail, self.headers = status, detail, headers
+READY_TIMEOUT_S = 5.0  # /readyz answers "not ready" rather than wait longer for the model or the index
+T = TypeVar("T")
 
 
 @dataclass
 class Query:
-    """A validated search query."""
+    """A validated search query (``filter``: a filter object, :mod:`tvifm.serve.filters`)."""
 
     mode: str
     top_k: int
     image: bytes | None = None
     description: str | None = None
     ir_caption: str | None = None
+    filter: dict[str, Any] | None = None
+    min_score: float | None = None
+    rerank: bool = False
 
 
 @dataclass
@@ -90,8 +108,18 @@ class Backend(Protocol):
         """``(N, D)`` gallery embeddings of the items' images."""
         ...
 
-    async def search(self, embedding: Any, modality: str, top_k: int) -> dict[str, Any]:
-        """``{"hits": [...], "version": int, "size": int}``."""
+    async def search(
+        self,
+        embedding: Any,
+        modality: str,
+        top_k: int,
+        *,
+        where: dict[str, Any] | None = None,
+        min_score: float | None = None,
+        rerank: bool = False,
+    ) -> dict[str, Any]:
+        """``{"hits": [...], "version": int, "size": int}``: the top-``top_k`` items among those the
+        filter ``where`` admits, without hits below ``min_score``, optionally re-ranked."""
         ...
 
     async def add(self, items: list[NewItem], embeddings: Any) -> dict[str, Any]:
@@ -112,20 +140,6 @@ class Backend(Protocol):
 
 
 # --- request reading ------------------------------------------------------------------------------------
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) more than ``limit`` bytes before and while reading it."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def content_type(request: Request) -> str:
     """The media type of the request (415 unless JSON or multipart)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -136,8 +150,11 @@ def content_type(request: Request) -> str:
     return media
 
 
-async def parse_form(request: Request, body: bytes, max_files: int, max_fields: int) -> FormData:
-    """Parse a multipart body already read into memory (400 when malformed)."""
+async def parse_form(
+    request: Request, body: bytes, max_files: int, max_fields: int, too_many: str
+) -> FormData:
+    """Parse a multipart body already read into memory: 400 when malformed, 422 (``too_many``) when it
+    has more than ``max_files`` file parts or ``max_fields`` other fields."""
 
     async def stream() -> AsyncIterator[bytes]:
         yield body
@@ -146,6 +163,8 @@ async def parse_form(request: Request, body: bytes, max_files: int, max_fields: 
     try:
         return await parser.parse()
     except MultiPartException as err:
+        if err.message.startswith("Too many"):  # starlette's words for max_files / max_fields
+            raise ApiError(422, f"{too_many} ({err.message})") from err
         raise ApiError(400, f"malformed multipart body: {err.message}") from err
 
 
@@ -199,6 +218,27 @@ def check_decodable(data: bytes, what: str, max_pixels: int) -> None:
         raise ApiError(400, f"{what}: {err}") from err
 
 
+def check_images(images: list[tuple[bytes, str]], max_pixels: int, max_request_pixels: int) -> None:
+    """Check the images of one request, ``(bytes, what)`` each: first every header (400 undecodable,
+    413 over ``max_pixels`` per image or ``max_request_pixels`` in all), then decode each, one at a time."""
+    total = 0
+    for data, what in images:
+        try:
+            total += image_pixels(data, max_pixels)
+        except ImageTooLargeError as err:
+            raise ApiError(413, f"{what}: {err}") from err
+        except BadImageError as err:
+            raise ApiError(400, f"{what}: {err}") from err
+    if total > max_request_pixels:
+        raise ApiError(
+            413,
+            f"the request's images have {total} pixels in all, over the limit of {max_request_pixels} "
+            "(serve.max_request_pixels); send fewer or smaller images per request",
+        )
+    for data, what in images:
+        check_decodable(data, what, max_pixels)
+
+
 def _clean(text: str | None) -> str | None:
     text = text.strip() if text is not None else None
     return text or None
@@ -211,16 +251,31 @@ class _Routes:
     def __init__(self, cfg: ServeConfig, backend: Backend) -> None:
         self.cfg, self.backend = cfg, backend
         self.models = schemas.request_models(cfg)
+        self.gate = UploadGate(cfg.max_uploads, cfg.max_uploads_per_client)
+
+    async def read(self, request: Request) -> bytes:
+        return await read_body(request, self.cfg.max_request_bytes, self.cfg.body_timeout_s)
+
+    @staticmethod
+    async def checked(step: Awaitable[T]) -> T:
+        """``step`` (parsing and validating a request) with any exception no check anticipated turned
+        into a 400, so a malformed request never gets a 500."""
+        try:
+            return await step
+        except (ApiError, MemoryError):
+            raise
+        except Exception as err:
+            raise unexpected(err) from err
 
     async def parse_search(self, request: Request) -> Query:
         media = content_type(request)
-        body = await read_body(request, self.cfg.max_request_bytes)
+        body = await self.read(request)
         if media == JSON_TYPE:
             req = validate(self.models.search, body)
             image = req.image
             data = decode_base64(image, "image", self.cfg.max_image_bytes) if image is not None else None
             return self._query(req, data)
-        form = await parse_form(request, body, max_files=1, max_fields=8)
+        form = await parse_form(request, body, 1, 12, "give at most one 'image' file part and 12 text fields")
         fields = {k: v for k, v in form.multi_items() if k != "image"}
         if any(not isinstance(v, str) for v in fields.values()):
             raise ApiError(422, "only 'image' may be a file part")
@@ -233,7 +288,8 @@ class _Routes:
 
     @staticmethod
     def _query(req: Any, image: bytes | None) -> Query:
-        return Query(req.mode, req.top_k, image, _clean(req.description), _clean(req.ir_caption))
+        text = _clean(req.description), _clean(req.ir_caption)
+        return Query(req.mode, req.top_k, image, *text, req.filter, req.min_score, req.rerank)
 
     def check_needs(self, q: Query) -> None:
         needs, missing = MODE_NEEDS[q.mode], []
@@ -248,14 +304,30 @@ class _Routes:
             raise ApiError(422, f"mode '{q.mode}' needs " + " and ".join(missing))
 
     async def search(self, request: Request) -> dict[str, Any]:
+        with self.gate.admit(client_of(request)):
+            q = await self.checked(self.valid_search(request))
+            return await self.answer(q)
+
+    async def valid_search(self, request: Request) -> Query:
         q = await self.parse_search(request)
         self.check_needs(q)
         if not MODE_NEEDS[q.mode].image:
             q.image = None  # e.g. an image sent with mode=text is ignored
         if q.image is not None:
-            await asyncio.to_thread(check_decodable, q.image, "image", self.cfg.max_image_pixels)
+            limits = (self.cfg.max_image_pixels, self.cfg.max_request_pixels)
+            await asyncio.to_thread(check_images, [(q.image, "image")], *limits)
+        return q
+
+    async def answer(self, q: Query) -> dict[str, Any]:
         embedded = await self.backend.query(q)
-        found = await self.backend.search(embedded["embedding"], target_modality(q.mode), q.top_k)
+        found = await self.backend.search(
+            embedded["embedding"],
+            target_modality(q.mode),
+            q.top_k,
+            where=q.filter,
+            min_score=q.min_score,
+            rerank=q.rerank,
+        )
         info = await self.backend.model_info()
         return {
             "mode": q.mode,
@@ -271,7 +343,7 @@ class _Routes:
     # --- gallery ------------------------------------------------------------------------------------------
     async def parse_items(self, request: Request) -> list[NewItem]:
         media = content_type(request)
-        body = await read_body(request, self.cfg.max_request_bytes)
+        body = await self.read(request)
         if media == JSON_TYPE:
             req = validate(self.models.gallery_add, body)
             limit = self.cfg.max_image_bytes
@@ -282,7 +354,8 @@ class _Routes:
                 for i, it in enumerate(req.items)
             ]
         n = self.cfg.max_items_per_request
-        form = await parse_form(request, body, max_files=n, max_fields=3 * n + 4)
+        too_many = f"images: at most {n} items per request, with one id, modality and metadata each"
+        form = await parse_form(request, body, n, 3 * n + 4, too_many)
         return await self._form_items(form)
 
     async def _form_items(self, form: FormData) -> list[NewItem]:
@@ -316,11 +389,20 @@ class _Routes:
             if size > self.cfg.max_metadata_bytes:
                 limit = self.cfg.max_metadata_bytes
                 raise ApiError(422, f"items[{i}].metadata: {size} bytes as JSON exceeds the limit of {limit}")
-            check_decodable(item.image, f"items[{i}] ({item.id})", self.cfg.max_image_pixels)
+        images = [(item.image, f"items[{i}] ({item.id})") for i, item in enumerate(items)]
+        check_images(images, self.cfg.max_image_pixels, self.cfg.max_request_pixels)
 
-    async def add(self, request: Request) -> dict[str, Any]:
+    async def valid_items(self, request: Request) -> list[NewItem]:
         items = await self.parse_items(request)
         await asyncio.to_thread(self.check_items, items)
+        return items
+
+    async def add(self, request: Request) -> dict[str, Any]:
+        with self.gate.admit(client_of(request)):
+            items = await self.checked(self.valid_items(request))
+            return await self.store(items)
+
+    async def store(self, items: list[NewItem]) -> dict[str, Any]:
         embeddings = await self.backend.embed_gallery(items)
         result = await self.backend.add(items, embeddings)
         return {
@@ -353,11 +435,23 @@ def _per_item(values: list[Any], n: int, name: str, default: str, broadcast: boo
     return values
 
 
+_ANY = TypeAdapter(Any)
+
+
+def parse_json(text: str) -> Any:
+    """JSON text parsed by pydantic's parser: nesting is bounded and over-long numbers are refused
+    (``ValueError``), where :func:`json.loads` raises ``RecursionError`` or builds any integer."""
+    try:
+        return _ANY.validate_json(text)
+    except ValidationError as err:
+        raise ValueError(err.errors(include_url=False)[0]["msg"]) from err
+
+
 def _json_object(text: str, i: int) -> Any:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ApiError(422, f"items[{i}].metadata: not valid JSON ({err.msg})") from err
+        value = parse_json(text)
+    except ValueError as err:
+        raise ApiError(422, f"items[{i}].metadata: not valid JSON ({err})") from err
     if not isinstance(value, dict):
         raise ApiError(422, f"items[{i}].metadata: must be a JSON object")
     return value
@@ -405,17 +499,25 @@ def create_api(cfg: ServeConfig, backend: Backend, token: str | None = None) -> 
     app.include_router(v1)
     _add_probes(app, backend)
     _add_error_handlers(app)
+    app.add_middleware(JsonServerErrors)
     _install_openapi(app, [routes.models.search, routes.models.gallery_add])
     return app
+
+
+# 400 bad image or multipart, 408 body too slow, 413 too large, 415 media type, 422 invalid fields,
+# 429 too many uploads from this client, 500 a bug, 503 busy or unavailable
+UPLOAD_ERRORS = (400, 408, 413, 415, 422, 429, 500, 503)
+ItemIdPath = Annotated[str, Path(pattern=schemas.ID_PATTERN, description="the item's id: " + schemas.ID_RULE)]
 
 
 def _add_v1_routes(v1: APIRouter, routes: _Routes, cfg: ServeConfig, auth: tuple[int, ...]) -> None:
     @v1.post(
         "/search",
         response_model=schemas.SearchResponse,
-        responses=_errors(400, *auth, 413, 415, 422, 503),
+        responses=_errors(*auth, *UPLOAD_ERRORS),
         openapi_extra=_body("SearchRequest", schemas.search_form_schema(cfg)),
         summary="Rank gallery items for an IR (or visible) image and/or a description",
+        description=SEARCH_DESCRIPTION,
     )
     async def search(request: Request) -> dict[str, Any]:
         return await routes.search(request)
@@ -423,26 +525,26 @@ def _add_v1_routes(v1: APIRouter, routes: _Routes, cfg: ServeConfig, auth: tuple
     @v1.post(
         "/gallery",
         response_model=schemas.GalleryAddResponse,
-        responses=_errors(400, *auth, 413, 415, 422, 503),
+        responses=_errors(*auth, *UPLOAD_ERRORS),
         openapi_extra=_body("GalleryAddRequest", schemas.gallery_form_schema(cfg)),
         summary="Add or replace gallery items (images with ids, modality and metadata)",
     )
     async def add(request: Request) -> dict[str, Any]:
         return await routes.add(request)
 
-    @v1.get("/gallery/stats", response_model=schemas.GalleryStats, responses=_errors(*auth, 503))
+    @v1.get("/gallery/stats", response_model=schemas.GalleryStats, responses=_errors(*auth, 500, 503))
     async def stats() -> dict[str, Any]:
         return await routes.backend.stats()
 
     @v1.delete(
         "/gallery/{item_id}",
         response_model=schemas.GalleryDeleteResponse,
-        responses=_errors(*auth, 404, 422, 503),
+        responses=_errors(*auth, 404, 422, 500, 503),
     )
-    async def delete(item_id: str) -> dict[str, Any]:
+    async def delete(item_id: ItemIdPath) -> dict[str, Any]:
         return await routes.delete(item_id)
 
-    @v1.get("/model", response_model=schemas.ModelOut, responses=_errors(*auth, 503))
+    @v1.get("/model", response_model=schemas.ModelOut, responses=_errors(*auth, 500, 503))
     async def model() -> dict[str, Any]:
         return await routes.model()
 
@@ -459,14 +561,18 @@ def _add_probes(app: FastAPI, backend: Backend) -> None:
         summary="Readiness",
     )
     async def readyz() -> JSONResponse:
-        state = await backend.ready()
+        try:
+            state = await asyncio.wait_for(backend.ready(), READY_TIMEOUT_S)
+        except TimeoutError:
+            reason = f"the model or the gallery index did not answer within {READY_TIMEOUT_S:g} s"
+            state = {"ready": False, "reason": reason, "gallery_size": None}
         return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": err.detail}, status_code=err.status, headers=err.headers)
+        return error_response(err)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:

@@ -1,7 +1,8 @@
 """The ``serve`` section of the config (:class:`~tvifm.config.schema.ServeConfig`) and its helpers.
 
 :func:`serve_config` builds one from a mapping (the ``args`` of ``tvifm.serve.app:build_app`` or a
-preset's ``serve:`` section) plus ``key=value`` overrides (``embedder.max_replicas=4``).
+preset's ``serve:`` section) plus ``key=value`` overrides (``embedder.max_replicas=4``);
+:func:`index_spec` gives the gallery index's search settings.
 :func:`read_token` reads the API's bearer token where the ingress replica runs: the settings only ever
 name where the token is (a file, an environment variable), so it never travels through Ray, whose
 runtime environments and deployment configs end up in its logs.
@@ -19,6 +20,7 @@ import yaml
 from tvifm.config.loader import load_section, to_dict
 from tvifm.config.schema import ServeConfig
 from tvifm.errors import ConfigError
+from tvifm.serve.vectors import IndexSpec
 
 
 def serve_config(data: Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> ServeConfig:
@@ -59,6 +61,21 @@ def _load_yaml(path: Path) -> dict[str, Any]:
 def config_dict(cfg: ServeConfig) -> dict[str, Any]:
     """Plain data of ``cfg`` (what ``build_app`` takes as ``args``)."""
     return to_dict(cfg)
+
+
+def index_spec(cfg: ServeConfig) -> IndexSpec:
+    """How the gallery index searches (``serve.index`` and the ``serve.index_*`` settings)."""
+    return IndexSpec(
+        kind=cfg.index,
+        nlist=cfg.index_nlist,
+        nprobe=cfg.index_nprobe,
+        hnsw_m=cfg.index_hnsw_m,
+        ef_construction=cfg.index_ef_construction,
+        ef_search=cfg.index_ef_search,
+        min_items=cfg.index_min_items,
+        exact_subset_max=cfg.index_exact_subset_max,
+        seed=cfg.index_seed,
+    )
 
 
 def read_token(cfg: ServeConfig) -> str | None:

@@ -2,12 +2,13 @@
 
 ``Ingress`` (FastAPI, autoscaled) validates requests and orchestrates; ``Embedder`` (autoscaled) holds the
 model and the optional IR captioner and encodes images, texts and captions with ``@serve.batch``;
-``GalleryIndex`` (exactly one replica) owns the gallery embeddings, answers exact searches (batched too)
-and persists every change before applying it. Only ``GalleryIndex`` writes the gallery, so replicas of
-the other two deployments can come and go freely; a restarted ``GalleryIndex`` reloads the persisted
-gallery and, when the served model changed, re-embeds it from the stored images in the background. A
-write refused because another writer changed the stored gallery first (two clusters during an upgrade)
-answers 503 and reloads the gallery, so the client's retry applies to the current content.
+``GalleryIndex`` (exactly one replica) owns the gallery embeddings, answers searches (exact, IVF or HNSW;
+filtered before the top-k; batched too) and persists every change before applying it. Only
+``GalleryIndex`` writes the gallery, so replicas of the other two deployments can come and go freely; a
+restarted ``GalleryIndex`` reloads the persisted gallery and, when the served model changed, re-embeds
+it from the stored images in the background. A write refused because another writer changed the stored
+gallery first (two clusters during an upgrade) answers 503 and reloads the gallery, so the client's
+retry applies to the current content.
 
 Expected failures cross deployment boundaries as ``{"error": {"status", "detail"}}`` results, which the
 ingress turns into HTTP errors.
@@ -16,6 +17,7 @@ ingress turns into HTTP errors.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -26,21 +28,27 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from tvifm.data import storage
+from tvifm.eval.rerank import k_reciprocal_rerank
 from tvifm.models.query import MODE_NEEDS, query_modality
 from tvifm.serve.api import ApiError, Backend, NewItem, Query, create_api
-from tvifm.serve.config import ServeConfig, read_token, serve_config
+from tvifm.serve.config import ServeConfig, index_spec, read_token, serve_config
 from tvifm.serve.encoder import Encoder, decode_image
+from tvifm.serve.filters import FilterError, parse_filter
 from tvifm.serve.gallery import (
     ConcurrentWriteError,
     GalleryError,
+    IndexHit,
     PersistentGallery,
     Record,
     StaleGalleryError,
     UnknownItemError,
 )
+from tvifm.serve.vectors import set_threads
 
 log = logging.getLogger("ray.serve")
 REEMBED_CHUNK = 64
+# one search request to the gallery index: embedding, modality, top_k, filter, min_score, rerank
+SearchCall = tuple[np.ndarray, str, int, dict[str, Any] | None, float | None, bool]
 
 
 def _error(status: int, detail: str) -> dict[str, Any]:
@@ -51,6 +59,12 @@ def _raise_if_error(result: Any) -> Any:
     if isinstance(result, dict) and "error" in result:
         raise ApiError(int(result["error"]["status"]), str(result["error"]["detail"]))
     return result
+
+
+def _fill(out: list[dict[str, Any]], idx: list[int], value: dict[str, Any]) -> list[dict[str, Any]]:
+    for i in idx:
+        out[i] = value
+    return out
 
 
 def _configure_batching(cfg: ServeConfig, *methods: Any) -> None:
@@ -95,8 +109,10 @@ class Embedder:
         return list(await asyncio.to_thread(self._encode_images, items))
 
     def _encode_images(self, items: Sequence[tuple[bytes, str]]) -> torch.Tensor:
-        images = [decode_image(data, self.max_pixels) for data, _ in items]
-        return self.encoder.image_features(images, [m for _, m in items])
+        # one decoded image at a time: a batch holds its small model inputs, never all its full-size
+        # pixels (16 images near serve.max_image_pixels would be about 1 GB)
+        inputs = [self.encoder.prepare(decode_image(data, self.max_pixels)) for data, _ in items]
+        return self.encoder.input_features(inputs, [m for _, m in items])
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def text_features(self, texts: list[str]) -> list[torch.Tensor]:
@@ -141,13 +157,14 @@ async def _none() -> None:
 
 @serve.deployment(name="GalleryIndex", num_replicas=1)
 class GalleryIndex:
-    """The single owner of the gallery: exact search, persisted adds and deletes, re-embedding."""
+    """The single owner of the gallery: filtered search, persisted adds and deletes, re-embedding."""
 
     async def __init__(self, config: dict[str, Any], embedder: DeploymentHandle) -> None:
         cfg = serve_config(config)
-        torch.set_num_threads(cfg.index_threads)
+        set_threads(cfg.index_threads)
         self.embedder = embedder
         self.lock = asyncio.Lock()
+        self.rerank_candidates = cfg.rerank_candidates
         self.info = await embedder.model_info.remote()
         self.gallery = await asyncio.to_thread(
             PersistentGallery,
@@ -156,26 +173,50 @@ class GalleryIndex:
             self.info["fingerprint"],
             cfg.s3_endpoint,
             cfg.max_segments,
+            index=index_spec(cfg),
         )
         self.reason: str | None = None
+        self.maintenance: asyncio.Task[None] | None = None
         self.task = asyncio.get_running_loop().create_task(self._reembed()) if self.gallery.stale else None
         _configure_batching(cfg, self.search)
 
     # --- reading ------------------------------------------------------------------------------------------
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def search(self, requests: list[tuple[np.ndarray, str, int]]) -> list[dict[str, Any]]:
-        """Exact top-k searches; the requests of one modality share one matrix product."""
+    async def search(self, requests: list[SearchCall]) -> list[dict[str, Any]]:
+        """Top-k searches; requests with the same modality, filter, threshold and re-ranking share one
+        search call (one matrix product when exact)."""
         if self.gallery.stale:
             return [_error(503, self.reason or self.gallery.stale_message())] * len(requests)
         out: list[dict[str, Any]] = [{} for _ in requests]
-        for modality in {m for _, m, _ in requests}:
-            idx = [i for i, (_, m, _) in enumerate(requests) if m == modality]
-            queries = torch.from_numpy(np.stack([np.asarray(requests[i][0], dtype=np.float32) for i in idx]))
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, call in enumerate(requests):
+            _, modality, _, where, min_score, rerank = call
+            groups.setdefault((modality, json.dumps(where, sort_keys=True), min_score, rerank), []).append(i)
+        for (modality, _, min_score, rerank), idx in groups.items():
+            try:
+                where = parse_filter(requests[idx[0]][3]) if requests[idx[0]][3] is not None else None
+            except FilterError as err:
+                out = _fill(out, idx, _error(422, f"filter: {err}"))
+                continue
+            queries = np.stack([np.asarray(requests[i][0], dtype=np.float32) for i in idx])
             k = max(requests[i][2] for i in idx)
-            hits = self.gallery.index.search(queries, modality, k)
-            for i, found in zip(idx, hits, strict=True):
-                out[i] = {"hits": [h.__dict__ for h in found[: requests[i][2]]], **self._version()}
+            k = max(k, self.rerank_candidates) if rerank else k
+            hits = self.gallery.index.search(torch.from_numpy(queries), modality, k, where, min_score)
+            for i, query, found in zip(idx, queries, hits, strict=True):
+                top_k = requests[i][2]
+                ranked = self._rerank(query, found)[:top_k] if rerank else found[:top_k]
+                out[i] = {"hits": [h.__dict__ for h in ranked], **self._version()}
         return out
+
+    def _rerank(self, query: np.ndarray, hits: list[IndexHit]) -> list[IndexHit]:
+        """The candidate hits (the filtered top ``serve.rerank_candidates``) re-ordered by k-reciprocal
+        re-ranking (:func:`tvifm.eval.rerank.k_reciprocal_rerank`, the offline evaluation's) of ``query``
+        against their embeddings; each hit keeps its cosine score."""
+        if len(hits) < 2:
+            return hits
+        gallery = np.stack([np.asarray(self.gallery.index.embedding(h.id), dtype=np.float32) for h in hits])
+        distances = k_reciprocal_rerank(query[None, :], gallery)[0]
+        return [hits[i] for i in np.argsort(distances, kind="stable")]
 
     def _version(self) -> dict[str, int]:
         return {"version": int(self.gallery.manifest["version"]), "size": len(self.gallery.index)}
@@ -226,7 +267,22 @@ class GalleryIndex:
             self.gallery.apply(change)
             await asyncio.to_thread(self.gallery.collect_garbage, change)
             await self._maybe_compact()
-            return {"replaced": list(change.dropped) if change.records else [], **self._version()}
+            result = {"replaced": list(change.dropped) if change.records else [], **self._version()}
+        self._schedule_maintenance()
+        return result
+
+    def _schedule_maintenance(self) -> None:
+        """Re-pack / rebuild the index in the background once a change is answered (one task at a time;
+        a pending one covers later changes too)."""
+        if self.maintenance is None or self.maintenance.done():
+            self.maintenance = asyncio.get_running_loop().create_task(self._maintain())
+
+    async def _maintain(self) -> None:
+        async with self.lock:  # no change is applied meanwhile; searches go on (tvifm.serve.vectors)
+            try:
+                await asyncio.to_thread(self.gallery.maintain)
+            except Exception:
+                log.exception("rebuilding the gallery's search index failed (searched as before)")
 
     def _catch_up(self) -> None:
         """After a refused write: reload what the other writer stored, so a retry can succeed (unless the
@@ -265,7 +321,8 @@ class GalleryIndex:
                 change = await asyncio.to_thread(
                     self.gallery.persist_rebuild, records, embeddings, self.info["fingerprint"]
                 )
-                self.gallery.apply(change)
+                await asyncio.to_thread(self.gallery.apply, change)  # builds the new index aside
+                await asyncio.to_thread(self.gallery.maintain)
                 await asyncio.to_thread(self.gallery.collect_garbage, change)
         except Exception as err:
             self.reason = f"re-embedding the gallery failed: {err}"
@@ -321,8 +378,18 @@ class HandleBackend(Backend):
         ]
         return np.stack(await asyncio.gather(*calls))
 
-    async def search(self, embedding: Any, modality: str, top_k: int) -> dict[str, Any]:
-        return await _call(self.index.search.remote((embedding, modality, top_k)), "gallery index")
+    async def search(
+        self,
+        embedding: Any,
+        modality: str,
+        top_k: int,
+        *,
+        where: dict[str, Any] | None = None,
+        min_score: float | None = None,
+        rerank: bool = False,
+    ) -> dict[str, Any]:
+        call = (embedding, modality, top_k, where, min_score, rerank)
+        return await _call(self.index.search.remote(call), "gallery index")
 
     async def add(self, items: list[NewItem], embeddings: Any) -> dict[str, Any]:
         records = [{"id": it.id, "modality": it.modality, "metadata": it.metadata} for it in items]

@@ -9,7 +9,8 @@ tower, and the query modes (:mod:`tvifm.models.query`) are computed by the model
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -29,25 +30,37 @@ class ImageTooLargeError(TvifmError):
     """An uploaded image has more pixels than the service accepts."""
 
 
+def image_pixels(data: bytes, max_pixels: int) -> int:
+    """Width x height of an uploaded image, read from its header only (no pixel is decoded).
+
+    Raises :class:`BadImageError` and :class:`ImageTooLargeError` as :func:`decode_image` does for what
+    the header already shows.
+    """
+    with _opened(data, max_pixels) as img:
+        return img.size[0] * img.size[1]
+
+
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     """Decode an uploaded image to RGB, checking its size before decoding the pixels.
 
     Raises :class:`BadImageError` for empty or undecodable bytes and :class:`ImageTooLargeError` when
     width x height exceeds ``max_pixels``.
     """
+    with _opened(data, max_pixels) as img:
+        try:
+            img.load()
+            return img.convert("RGB")
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise BadImageError(f"cannot decode the image ({type(err).__name__}: {err})") from err
+
+
+@contextmanager
+def _opened(data: bytes, max_pixels: int) -> Iterator[Image.Image]:
+    """The lazily opened image (header read, size checked), closed afterwards."""
     if not data:
         raise BadImageError("the image is empty (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ImageTooLargeError(
-                    f"image of {width}x{height} pixels exceeds the limit of {max_pixels}"
-                )
-            if width * height == 0:
-                raise BadImageError("the image has no pixels")
-            img.load()
-            return img.convert("RGB")
+        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except Image.DecompressionBombError as err:
         raise ImageTooLargeError(f"image exceeds the pixel limit: {err}") from err
     except UnidentifiedImageError as err:
@@ -55,6 +68,13 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         raise BadImageError(f"cannot decode the image; supported formats: {formats}") from err
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise BadImageError(f"cannot decode the image ({type(err).__name__}: {err})") from err
+    with img:
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ImageTooLargeError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels}")
+        if width * height == 0:
+            raise BadImageError("the image has no pixels")
+        yield img
 
 
 class Encoder:
@@ -65,14 +85,22 @@ class Encoder:
         self.transform = eval_transform(image_size)
         self.device = model.head.bn.weight.device
 
-    @torch.no_grad()
+    def prepare(self, image: Image.Image) -> torch.Tensor:
+        """The model input ``(3, H, W)`` of one decoded image (the evaluation transform)."""
+        return self.transform(image)
+
     def image_features(self, images: Sequence[Image.Image], modalities: Sequence[str]) -> torch.Tensor:
         """Backbone features ``(N, D)``; each image goes through the stem of its own modality."""
-        out = torch.empty(len(images), self.model.dim)
+        return self.input_features([self.prepare(img) for img in images], modalities)
+
+    @torch.no_grad()
+    def input_features(self, inputs: Sequence[torch.Tensor], modalities: Sequence[str]) -> torch.Tensor:
+        """Backbone features ``(N, D)`` of prepared inputs (:meth:`prepare`), per modality's stem."""
+        out = torch.empty(len(inputs), self.model.dim)
         for modality in ("visible", "ir"):
             idx = [i for i, m in enumerate(modalities) if m == modality]
             if idx:
-                x = torch.stack([self.transform(images[i]) for i in idx]).to(self.device)
+                x = torch.stack([inputs[i] for i in idx]).to(self.device)
                 out[idx] = self.model.encode_image(x, modality).float().cpu()
         return out
 

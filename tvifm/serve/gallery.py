@@ -1,7 +1,9 @@
-"""The gallery: embeddings with ids, modality and metadata, exact inner-product search, and persistence.
+"""The gallery: embeddings with ids, modality and metadata, filtered inner-product search, persistence.
 
 In memory (:class:`EmbeddingIndex`) the embeddings of each modality sit in one growable ``(N, D)`` float32
-matrix; a search is one matrix product plus ``topk`` (exact). On storage (:class:`PersistentGallery`,
+matrix with the items' metadata in columns (:class:`tvifm.serve.vectors.Shard`); a search is exact, or
+goes through a faiss IVF or HNSW index built from that matrix (never stored), and a metadata filter
+(:mod:`tvifm.serve.filters`) restricts it before the top-k. On storage (:class:`PersistentGallery`,
 local folder or ``s3://`` through :mod:`tvifm.data.storage`) the gallery is a *log of immutable
 segments* plus a manifest::
 
@@ -52,6 +54,8 @@ from safetensors.torch import save as save_tensors
 
 from tvifm.data import storage
 from tvifm.errors import TvifmError
+from tvifm.serve.filters import MetadataFilter
+from tvifm.serve.vectors import IndexSpec, Shard
 
 FORMAT = "tvifm-gallery/2"
 LEGACY_FORMAT = "tvifm-gallery/1"  # sequence-numbered segments without digests: read, rewritten on change
@@ -109,58 +113,14 @@ class IndexHit:
     metadata: dict[str, Any]
 
 
-class _Shard:
-    """The rows of one modality: a growable ``(capacity, D)`` matrix and the id of each row."""
-
-    def __init__(self, dim: int) -> None:
-        self.matrix = torch.empty(0, dim)
-        self.ids: list[str] = []
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def append(self, ids: Sequence[str], embeddings: torch.Tensor) -> int:
-        """Append rows; returns the row index of the first one."""
-        start, need = len(self.ids), len(self.ids) + len(ids)
-        if need > self.matrix.shape[0]:
-            grown = torch.empty(max(need, 2 * self.matrix.shape[0], 1024), self.matrix.shape[1])
-            grown[:start] = self.matrix[:start]
-            self.matrix = grown
-        self.matrix[start:need] = embeddings
-        self.ids.extend(ids)
-        return start
-
-    def remove(self, row: int) -> str | None:
-        """Remove a row by moving the last row into it; returns the id that moved (if any)."""
-        last = len(self.ids) - 1
-        moved = None
-        if row != last:
-            self.matrix[row] = self.matrix[last]
-            self.ids[row] = self.ids[last]
-            moved = self.ids[row]
-        self.ids.pop()
-        return moved
-
-    def rows(self) -> torch.Tensor:
-        """The live ``(N, D)`` embeddings."""
-        return self.matrix[: len(self.ids)]
-
-    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-``k`` inner products ``(B, k')`` and their rows, ``k' = min(k, N)``."""
-        k = min(k, len(self.ids))
-        if k == 0:
-            return torch.empty(len(queries), 0), torch.empty(len(queries), 0, dtype=torch.long)
-        return torch.topk(queries @ self.rows().t(), k, dim=1)
-
-
 class EmbeddingIndex:
-    """The in-memory gallery: per-modality shards, every item's record and its stored location."""
+    """The in-memory gallery: one :class:`~tvifm.serve.vectors.Shard` per modality (embeddings, metadata
+    columns, exact or approximate search), every item's record and its stored location."""
 
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-        self.shards = {m: _Shard(dim) for m in MODALITIES}
+    def __init__(self, dim: int, spec: IndexSpec | None = None) -> None:
+        self.dim, self.spec = dim, spec or IndexSpec()
+        self.shards = {m: Shard(dim, self.spec) for m in MODALITIES}
         self.records: dict[str, Record] = {}
-        self.row: dict[str, int] = {}
         self.location: dict[str, tuple[str, int]] = {}  # (segment id, row in the segment)
 
     def __len__(self) -> int:
@@ -180,13 +140,12 @@ class EmbeddingIndex:
         for rec in records:
             if rec.id in self.records:
                 self.drop(rec.id)
+        rows = embeddings.detach().float().cpu().numpy()
         for modality in MODALITIES:
             idx = [i for i, r in enumerate(records) if r.modality == modality]
-            if not idx:
-                continue
-            start = self.shards[modality].append([records[i].id for i in idx], embeddings[idx])
-            for offset, i in enumerate(idx):
-                self.row[records[i].id] = start + offset
+            if idx:
+                chosen = [records[i] for i in idx]
+                self.shards[modality].append([r.id for r in chosen], rows[idx], [r.metadata for r in chosen])
         for rec, loc in zip(records, locations, strict=True):
             self.records[rec.id] = rec
             self.location[rec.id] = loc
@@ -196,25 +155,33 @@ class EmbeddingIndex:
         rec = self.records.pop(item_id, None)
         if rec is None:
             raise UnknownItemError(f"no gallery item has id {item_id!r}")
-        row = self.row.pop(item_id)
-        moved = self.shards[rec.modality].remove(row)
-        if moved is not None:
-            self.row[moved] = row
+        self.shards[rec.modality].remove(item_id)
         del self.location[item_id]
         return rec
 
     def rows_of(self, modality: str) -> list[str]:
-        """Ids of one modality in row order."""
-        return self.shards[modality].ids
+        """Ids of one modality in slot (insertion) order."""
+        return self.shards[modality].ids()
 
-    def search(self, queries: torch.Tensor, modality: str, k: int) -> list[list[IndexHit]]:
-        """Exact top-``k`` items of ``modality`` by inner product, for each query row."""
-        shard = self.shards[modality]
-        scores, rows = shard.search(queries.to(shard.matrix.dtype), k)
-        return [
-            [self._hit(shard.ids[r], float(s)) for s, r in zip(srow.tolist(), rrow.tolist(), strict=True)]
-            for srow, rrow in zip(scores, rows, strict=True)
-        ]
+    def maintain(self) -> bool:
+        """Re-pack and (re)build the approximate structures where due (see
+        :meth:`~tvifm.serve.vectors.Shard.maintain`); returns whether anything changed."""
+        return any([shard.maintain() for shard in self.shards.values()])
+
+    def search(
+        self,
+        queries: torch.Tensor,
+        modality: str,
+        k: int,
+        where: MetadataFilter | None = None,
+        min_score: float | None = None,
+    ) -> list[list[IndexHit]]:
+        """Top-``k`` items of ``modality`` by inner product for each query row, among the items ``where``
+        admits (filtered before the top-k), without hits scoring below ``min_score``."""
+        found = self.shards[modality].search(
+            queries.detach().float().cpu().numpy(), k, where=where, min_score=min_score
+        )
+        return [[self._hit(item_id, score) for item_id, score in hits] for hits in found]
 
     def _hit(self, item_id: str, score: float) -> IndexHit:
         rec = self.records[item_id]
@@ -223,13 +190,13 @@ class EmbeddingIndex:
     def embedding(self, item_id: str) -> torch.Tensor:
         """The stored embedding of one item."""
         rec = self.records[item_id]
-        return self.shards[rec.modality].matrix[self.row[item_id]]
+        return torch.from_numpy(self.shards[rec.modality].embedding(item_id))
 
     def items(self) -> Iterator[tuple[Record, torch.Tensor]]:
         """Every live item with its embedding."""
         for shard in self.shards.values():
-            for row, item_id in enumerate(shard.ids):
-                yield self.records[item_id], shard.matrix[row]
+            for item_id, row in shard.rows():
+                yield self.records[item_id], torch.from_numpy(row)
 
 
 @dataclass
@@ -244,6 +211,7 @@ class Change:
     dropped: list[str] = field(default_factory=list)
     garbage: list[str] = field(default_factory=list)  # keys to delete once the manifest is written
     rebuild: bool = False
+    same_items: bool = False  # a compaction: the index's items at new locations (it keeps its structures)
 
 
 def _now() -> str:
@@ -452,9 +420,11 @@ def _scan(store: _Store, manifest: dict[str, Any]) -> tuple[list[_Segment], list
     return [r for r in results if isinstance(r, _Segment)], [r for r in results if isinstance(r, str)]
 
 
-def _build_index(dim: int, segments: Sequence[_Segment]) -> tuple[EmbeddingIndex, list[str]]:
+def _build_index(
+    dim: int, segments: Sequence[_Segment], spec: IndexSpec | None = None
+) -> tuple[EmbeddingIndex, list[str]]:
     """The in-memory index of the live rows; an id live in two segments is a problem (the later wins)."""
-    index, problems = EmbeddingIndex(dim), []
+    index, problems = EmbeddingIndex(dim, spec), []
     for seg in segments:
         keep, sid = seg.live(), str(seg.entry["id"])
         problems += [
@@ -507,7 +477,9 @@ class PersistentGallery:
     Mutations are split into ``persist_*`` (storage I/O, reads the index only) and :meth:`apply` (fast,
     in-memory), so a server can persist in a worker thread while searches keep reading the index; the
     plain :meth:`add`/:meth:`delete` do both. ``orphan_grace_s``: how old an unreferenced file must be
-    before compaction deletes it (younger ones may belong to a write in progress).
+    before compaction deletes it (younger ones may belong to a write in progress). ``index``: how the
+    in-memory index searches (exact by default, or IVF/HNSW, :class:`~tvifm.serve.vectors.IndexSpec`);
+    its approximate structures are built on load and by :meth:`maintain`, never stored.
     """
 
     def __init__(
@@ -518,9 +490,11 @@ class PersistentGallery:
         endpoint: str | None = None,
         max_segments: int = 32,
         orphan_grace_s: float = ORPHAN_GRACE_S,
+        index: IndexSpec | None = None,
     ) -> None:
         self.uri, self.endpoint, self.max_segments = str(uri), endpoint, max_segments
         self.fingerprint, self.dim, self.orphan_grace_s = fingerprint, dim, orphan_grace_s
+        self.spec = index or IndexSpec()
         self.store = _Store(self.uri, endpoint)
         self.manifest, self.tag, self.index = self._load(dim)
 
@@ -540,15 +514,16 @@ class PersistentGallery:
         for _ in range(_LOAD_ATTEMPTS):
             stored = self.store.manifest()
             if stored is None:
-                return self._empty_manifest(dim), None, EmbeddingIndex(dim)
+                return self._empty_manifest(dim), None, EmbeddingIndex(dim, self.spec)
             manifest, tag = stored
             segments, problems = _scan(self.store, manifest)
-            index, twice = _build_index(int(manifest["dim"]), segments)
+            index, twice = _build_index(int(manifest["dim"]), segments, self.spec)
             if not problems + twice:
                 if len(index) == 0:  # adopts the served model (persisted with the next change); its
                     # segments hold dead rows only, and become orphans for the next compaction to collect
                     manifest.update(fingerprint=self.fingerprint, dim=dim, segments=[])
-                    index = EmbeddingIndex(dim)
+                    index = EmbeddingIndex(dim, self.spec)
+                index.maintain()  # the approximate structures, built in the stored order
                 return manifest, tag, index
             if self.store.tag() == tag:  # not a writer moving on under us: the gallery is damaged
                 raise CorruptGalleryError(
@@ -622,7 +597,9 @@ class PersistentGallery:
             records.append(rec)
             rows.append(emb)
         embeddings = torch.stack(rows) if rows else torch.empty(0, self.index.dim)
-        return self._persist_snapshot(records, embeddings, self.manifest["fingerprint"])
+        change = self._persist_snapshot(records, embeddings, self.manifest["fingerprint"])
+        change.same_items = True
+        return change
 
     def persist_rebuild(
         self, records: Sequence[Record], embeddings: torch.Tensor, fingerprint: str
@@ -699,17 +676,32 @@ class PersistentGallery:
 
     # --- applying -------------------------------------------------------------------------------------
     def apply(self, change: Change) -> None:
-        """Apply a persisted change to the in-memory index (fast; no I/O)."""
-        if change.rebuild:
-            self.index = EmbeddingIndex(int(change.manifest["dim"]))
+        """Apply a persisted change to the in-memory index (no I/O; fast except for a re-embedded
+        gallery, whose new index is built aside and swapped in, so it may run in a worker thread).
+
+        A compaction only moves the items' stored locations; the index and its search structures stay.
+        """
+        if change.rebuild and change.same_items:
+            for rec, loc in zip(change.records, change.locations, strict=True):
+                self.index.location[rec.id] = loc
+        elif change.rebuild:
+            index = EmbeddingIndex(int(change.manifest["dim"]), self.spec)
+            index.put(change.records, change.embeddings, change.locations)
+            self.index = index
         else:
             replaced = {r.id for r in change.records}
             for item_id in change.dropped:
                 if item_id in self.index and item_id not in replaced:
                     self.index.drop(item_id)
-        if change.records:
-            self.index.put(change.records, change.embeddings, change.locations)
+            if change.records:
+                self.index.put(change.records, change.embeddings, change.locations)
         self.manifest, self.tag = change.manifest, change.tag
+
+    def maintain(self) -> bool:
+        """Re-pack the in-memory index and (re)build its approximate structures where due (see
+        :meth:`EmbeddingIndex.maintain`); safe while searches run in another thread, not while changes
+        are applied. The plain :meth:`add`/:meth:`delete` call it; a server calls it after each change."""
+        return self.index.maintain()
 
     def collect_garbage(self, change: Change) -> None:
         """Delete files a change made unreachable; after a compaction or rebuild also the orphans (best
@@ -764,14 +756,24 @@ class PersistentGallery:
         if self.needs_compaction():
             with contextlib.suppress(ConcurrentWriteError):  # housekeeping; the change itself is stored
                 self.compact()
+        self.maintain()
 
-    def search(self, queries: torch.Tensor, modality: str, k: int) -> list[list[IndexHit]]:
-        """Exact top-``k`` search of ``modality`` items (see :meth:`EmbeddingIndex.search`)."""
+    def search(
+        self,
+        queries: torch.Tensor,
+        modality: str,
+        k: int,
+        where: MetadataFilter | None = None,
+        min_score: float | None = None,
+    ) -> list[list[IndexHit]]:
+        """Top-``k`` search of ``modality`` items, filtered before the top-k (see
+        :meth:`EmbeddingIndex.search`)."""
         self._check_fresh()
-        return self.index.search(queries, modality, k)
+        return self.index.search(queries, modality, k, where=where, min_score=min_score)
 
     def stats(self) -> dict[str, Any]:
-        """Size, per-modality counts, dim, version, model fingerprint, segments and dead rows."""
+        """Size, per-modality counts, dim, version, model fingerprint, segments and dead rows, the index
+        type and per modality whether its approximate structure is built (else it is searched exactly)."""
         segments = self.manifest["segments"]
         return {
             "size": len(self.index),
@@ -783,6 +785,8 @@ class PersistentGallery:
             "segments": len(segments),
             "dead_rows": sum(len(s["dead"]) for s in segments),
             "updated_at": self.manifest["updated_at"],
+            "index": self.spec.kind,
+            "approximate": {m: shard.approximate for m, shard in self.index.shards.items()},
         }
 
 

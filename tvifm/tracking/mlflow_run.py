@@ -35,7 +35,7 @@ def flat_params(cfg: Config) -> dict[str, str]:
 def _client(uri: str) -> Any:
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def start_or_resume_run(uri: str, cfg: Config, run_name: str) -> str:
@@ -132,6 +132,7 @@ def register_model(uri: str, run_id: str, run_dir: str | Path, name: str, val_ra
 
     client = _client(uri)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # the registry is the tracking server's, whatever MLFLOW_REGISTRY_URI says
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",

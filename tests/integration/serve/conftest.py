@@ -48,6 +48,9 @@ LIMITS = {
     "max_top_k": 100,
     "default_top_k": 5,
     "max_text_chars": 400,
+    # the tests are one client (127.0.0.1) and send up to a dozen searches at once
+    "max_uploads": 64,
+    "max_uploads_per_client": 32,
 }
 SMALL_REPLICAS = {"ingress": {"num_cpus": 0.1}, "embedder": {"num_cpus": 0.2}, "index_num_cpus": 0.1}
 

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,21 @@ from tvifm.models import load_run
 from tvifm.models.tvifm import TVIFM
 
 ATOL = 1e-4
+T0 = dt.datetime(2024, 5, 1, tzinfo=dt.UTC).timestamp()
 
 
 def item_id(sample: Sample, prefix: str = "") -> str:
     """The gallery id the tests give a SynthTri image."""
     return prefix + sample.rel.replace("/", "-")
+
+
+def metadata_of(sample: Sample) -> dict[str, Any]:
+    """The metadata the tests give a SynthTri image: identity, camera and a capture time (camera hour,
+    identity minute, image second after 2024-05-01T00:00Z) stored as epoch seconds for even identities
+    and as ISO-8601 text for odd ones."""
+    seconds = T0 + 3600 * sample.cam + 60 * sample.pid + int(Path(sample.rel).stem)
+    iso = dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat().replace("+00:00", "Z")
+    return {"pid": sample.pid, "camera": sample.cam, "timestamp": iso if sample.pid % 2 else seconds}
 
 
 def b64(sample: Sample) -> str:
@@ -105,7 +117,7 @@ def add_items(
         part = samples[start : start + chunk]
         if n % 2 == 0:
             items = [
-                {"id": item_id(s, prefix), "image": b64(s), "modality": modality, "metadata": {"pid": s.pid}}
+                {"id": item_id(s, prefix), "image": b64(s), "modality": modality, "metadata": metadata_of(s)}
                 for s in part
             ]
             response = client.post("/v1/gallery", json={"items": items})
@@ -114,7 +126,7 @@ def add_items(
             data = {
                 "ids": [item_id(s, prefix) for s in part],
                 "modality": modality,
-                "metadata": [f'{{"pid": {s.pid}}}' for s in part],
+                "metadata": [json.dumps(metadata_of(s)) for s in part],
             }
             response = client.post("/v1/gallery", files=files, data=data)
         assert response.status_code == 200, response.text

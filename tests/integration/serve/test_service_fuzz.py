@@ -1,5 +1,7 @@
 """Fuzzing the live service from its own OpenAPI schema: no request it documents causes a 5xx, and
-responses match the documented status codes, content types and schemas."""
+responses match the documented status codes, content types and schemas. The schema states every rule
+the handlers enforce (per-mode inputs, id patterns, limits), so every request that violates it is
+rejected with a 4xx (``negative_data_rejection``)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -60,6 +63,7 @@ def test_no_server_errors_and_documented_responses(
     @given(case=operation.as_strategy(mode))
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
     def fuzz(case: schemathesis.Case) -> None:
-        case.call_and_validate(base_url=service.url, headers=auth, checks=CHECKS, timeout=60)
+        checks = [*CHECKS, negative_data_rejection] if mode == GenerationMode.NEGATIVE else CHECKS
+        case.call_and_validate(base_url=service.url, headers=auth, checks=checks, timeout=60)
 
     fuzz()

@@ -81,7 +81,8 @@ def test_size_limits_answer_413(service: Service, image: str) -> None:
     [
         ({"mode": "ir", "image": base64.b64encode(b"not an image").decode()}, 400, "cannot decode the image"),
         ({"mode": "ir", "image": "%%%not base64%%%"}, 422, "not valid base64"),
-        ({"mode": "ir", "image": ""}, 400, "empty"),
+        ({"mode": "ir", "image": ""}, 422, "image: String should have at least 1 character"),
+        ({"mode": "ir", "image": "data:image/png;base64,"}, 400, "empty"),
         ({"mode": "ir", "image_path": "/etc/passwd"}, 422, "image_path: Extra inputs are not permitted"),
         ({"mode": "sketch", "description": "a"}, 422, "mode: Input should be"),
         (

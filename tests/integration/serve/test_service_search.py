@@ -1,7 +1,9 @@
-"""Search over HTTP on a real Serve deployment equals the offline ranking of the same model and gallery."""
+"""Search over HTTP on a real Serve deployment equals the offline ranking of the same model and gallery,
+filtered searches the offline ranking restricted to the matching items; min_score, bad filters, OpenAPI."""
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ import httpx
 import pytest
 from conftest import ServeAssets, Service
 from PIL import Image
-from serve_reference import Offline, Synth, add_items, assert_same_ranking, b64, item_id, scores_by_id
+from serve_reference import T0, Offline, Synth, add_items, assert_same_ranking, b64, item_id, scores_by_id
 
 from tvifm.config.loader import config_hash, read_saved_config
 from tvifm.eval.embeddings import encode_images
@@ -174,3 +176,127 @@ def test_model_info_probes_and_openapi(service: Service, serve_assets: ServeAsse
     assert set(content) == {"application/json", "multipart/form-data"}
     assert spec["components"]["schemas"]["SearchRequest"]["properties"]["top_k"]["maximum"] == 100
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+# --- filters and thresholds -------------------------------------------------------------------------------
+def _stem(sample: Any) -> int:
+    return int(Path(sample.rel).stem)
+
+
+# filter -> which SynthTri images it admits, written out by hand from their metadata (serve_reference's
+# metadata_of: camera hour, identity minute, image second after T0; epoch seconds or ISO text)
+FILTERS = [
+    ({"pid": [1, 4]}, lambda s: s.pid in (1, 4)),
+    ({"camera": 2, "pid": [1, 2, 3, 5]}, lambda s: s.cam == 2 and s.pid in (1, 2, 3, 5)),
+    ({"timestamp": {"gte": T0 + 7200, "lt": "2024-05-01T05:00:00Z"}}, lambda s: s.cam in (2, 3, 4)),
+    (
+        {"timestamp": {"gt": "2024-05-01T01:03:00Z", "lte": T0 + 3600 + 60 * 6 + 2}, "camera": [1, 5]},
+        lambda s: s.cam == 1 and 180 < 60 * s.pid + _stem(s) <= 362,
+    ),
+]
+
+
+def _body(world: dict[str, Any], mode: str, i: int, **extra: Any) -> dict[str, Any]:
+    bank = world["bank"]
+    body: dict[str, Any] = {"mode": mode, "image": b64(world["queries"][i]), **extra}
+    if mode != "ir":
+        body |= {"description": bank["descriptions"][i], "ir_caption": bank["captions"][i]}
+    return body
+
+
+@pytest.mark.parametrize("mode", ["ir", "ensemble"])
+@pytest.mark.parametrize("case", range(len(FILTERS)))
+def test_filtered_search_equals_the_offline_ranking_of_the_matching_items(
+    service: Service, world: dict[str, Any], mode: str, case: int
+) -> None:
+    where, admits = FILTERS[case]
+    visible, g_emb = world["visible"]
+    matching = {item_id(s, PREFIX) for s in visible if admits(s)}
+    assert 0 < len(matching) < len(visible)
+    with service.client() as client:
+        for i in range(2):
+            everything = scores_by_id(
+                world["bank"]["embeddings"][mode][i], [item_id(s, PREFIX) for s in visible], g_emb
+            )
+            expected = {k: v for k, v in everything.items() if k in matching}
+            result = _search(client, _body(world, mode, i, top_k=TOP, filter=where))
+            assert {h["id"] for h in result["results"]} == matching  # nothing else, every match
+            assert_same_ranking(result["results"], expected)
+            top3 = _search(client, _body(world, mode, i, top_k=3, filter=where))["results"]
+            order = sorted(expected, key=lambda k: -expected[k])
+            assert len(top3) == min(3, len(matching))
+            assert [h["score"] for h in top3] == pytest.approx([expected[k] for k in order[:3]], abs=1e-4)
+
+
+def test_a_multipart_filter_ranks_like_the_json_one(service: Service, world: dict[str, Any]) -> None:
+    where = FILTERS[2][0]
+    query = Path(world["queries"][1].path)
+    with service.client() as client:
+        as_json = _search(
+            client, {"mode": "ir", "image": b64(world["queries"][1]), "filter": where, "top_k": 20}
+        )
+        as_form = _search(client, {"mode": "ir", "filter": json.dumps(where), "top_k": 20}, query)
+    assert [h["id"] for h in as_form["results"]] == [h["id"] for h in as_json["results"]]
+
+
+def test_min_score_keeps_exactly_the_hits_at_or_above_it(service: Service, world: dict[str, Any]) -> None:
+    visible, g_emb = world["visible"]
+    ids = [item_id(s, PREFIX) for s in visible]
+    expected = scores_by_id(world["bank"]["embeddings"]["ir"][0], ids, g_emb)
+    threshold = float(sorted(expected.values())[len(expected) // 2])
+    with service.client() as client:
+        result = _search(client, _body(world, "ir", 0, top_k=TOP, min_score=threshold))["results"]
+        nothing = _search(client, _body(world, "ir", 0, top_k=TOP, min_score=1.0))["results"]
+    kept = {h["id"] for h in result}
+    assert all(h["score"] >= threshold - 1e-6 for h in result)
+    assert {k for k, v in expected.items() if v > threshold + 1e-4} <= kept
+    assert kept <= {k for k, v in expected.items() if v >= threshold - 1e-4}
+    assert nothing == []
+
+
+@pytest.mark.parametrize(
+    ("filter_", "message"),
+    [
+        ({"place": {"city": "x"}}, "place: an object is a range whose only keys are gt, gte, lt, lte"),
+        ({"timestamp": {"gte": "2024-02-30T00:00:00Z"}}, "timestamp.gte: '2024-02-30T00:00:00Z' is neither"),
+        ({"camera": []}, "camera: an empty list matches nothing"),
+        ({"timestamp": {"gt": 5, "gte": 4}}, "give either gt or gte"),
+    ],
+)
+def test_bad_filters_are_422_json(
+    service: Service, world: dict[str, Any], filter_: Any, message: str
+) -> None:
+    image = Path(world["queries"][0].path)
+    with service.client() as client:
+        as_json = client.post(
+            "/v1/search", json={"mode": "ir", "image": b64(world["queries"][0]), "filter": filter_}
+        )
+        files = {"image": (image.name, image.read_bytes(), "image/jpeg")}
+        as_form = client.post("/v1/search", files=files, data={"mode": "ir", "filter": json.dumps(filter_)})
+    for response in (as_json, as_form):
+        assert response.status_code == 422 and response.headers["content-type"] == "application/json"
+        assert "filter" in response.json()["detail"] and message in response.json()["detail"]
+
+
+def test_the_openapi_schema_documents_filters_with_examples(service: Service) -> None:
+    with service.client() as client:
+        spec = client.get("/openapi.json").json()
+    search = spec["components"]["schemas"]["SearchRequest"]
+    assert {"filter", "min_score", "rerank"} <= set(search["properties"])
+    assert search["examples"][0]["filter"]["timestamp"] == {
+        "gte": "2024-05-01T00:00:00Z",
+        "lt": "2024-05-02T00:00:00Z",
+    }
+    filter_schema = search["properties"]["filter"]["anyOf"][0]
+    assert filter_schema["examples"] and "gte" in str(filter_schema["additionalProperties"])
+    form = spec["paths"]["/v1/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert {"filter", "min_score", "rerank"} <= set(form["properties"])
+
+
+def test_a_reranked_search_keeps_the_filter_and_top_k(service: Service, world: dict[str, Any]) -> None:
+    where, admits = FILTERS[2]
+    visible, _ = world["visible"]
+    matching = {item_id(s, PREFIX) for s in visible if admits(s)}
+    with service.client() as client:
+        hits = _search(client, _body(world, "ir", 0, top_k=5, filter=where, rerank=True))["results"]
+    assert len(hits) == min(5, len(matching)) and {h["id"] for h in hits} <= matching
