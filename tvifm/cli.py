@@ -245,6 +245,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         modes=args.mode,
         trials=args.trials,
         sampling=args.sampling,
+        rerank=args.rerank,
         progress=not args.json,
     )
     report["model"] = args.model
@@ -269,6 +270,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--sampling", choices=_sampling_settings(),
         help="gallery draws: standard, seeded or auto (default: the model's eval.sampling)",
+    )  # fmt: skip
+    ev.add_argument(
+        "--rerank", action=argparse.BooleanOptionalAction, default=None,
+        help="k-reciprocal re-ranking (eval.rerank_k1/k2/lambda of the model; default: its eval.rerank)",
     )  # fmt: skip
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=_cmd_evaluate)

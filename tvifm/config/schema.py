@@ -84,6 +84,11 @@ class EvalConfig:
     # gallery draws: standard (the published code's, trial t = random.seed(t)), seeded ((seed, trial)), or
     # auto: the dataset's own (standard for SYSU-MM01 and LLCM, seeded for SynthTri); docs/design.md
     sampling: Literal["auto", "standard", "seeded"] = "auto"
+    # k-reciprocal re-ranking of every trial's distances (tvifm.eval.rerank; docs/design.md)
+    rerank: bool = False
+    rerank_k1: int = _num(20, min=1)
+    rerank_k2: int = _num(6, min=1)
+    rerank_lambda: float = _num(0.3, min=0.0, max=1.0)
 
 
 @dataclass

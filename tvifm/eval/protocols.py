@@ -28,6 +28,7 @@ import numpy as np
 from tvifm.data.base import EvalSet, Modality, Sample
 from tvifm.errors import ConfigError, DatasetError
 from tvifm.eval.metrics import EvaluationError, RetrievalResult, TrialSummary, evaluate, mean_results
+from tvifm.eval.rerank import Rerank
 
 SYSU_QUERY_CAMS = (3, 6)
 SYSU_GALLERY_CAMS: dict[str, tuple[int, ...]] = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
@@ -147,6 +148,7 @@ def evaluate_sets(
     embed_gallery: Embedder | None = None,
     distance: str = "cosine",
     max_rank: int = 20,
+    rerank: Rerank | None = None,
 ) -> TrialSummary:
     """Evaluate every trial of one evaluation and return the mean and std of each metric over trials.
 
@@ -155,7 +157,8 @@ def evaluate_sets(
     does the same for gallery samples (default: ``embed_query``). Each is called once, on the distinct
     samples all trials need in that role. ``distance="cosine"`` ranks by ``1 - cosine similarity`` (rows
     are L2-normalised here, so features need not be); ``"euclidean"`` by the Euclidean distance of the
-    features as given. The sets must share one name (trials of one evaluation).
+    features as given. The sets must share one name (trials of one evaluation). With ``rerank`` each
+    trial's distances are k-reciprocal re-ranked (:mod:`tvifm.eval.rerank`; on unit rows for cosine).
     """
     _check_sets(eval_sets)
     _choice(distance, dict.fromkeys(DISTANCES), "distance")
@@ -167,7 +170,9 @@ def evaluate_sets(
     else:
         query_features = _features(embed_query, query_samples, "embed_query")
         gallery_features = _features(embed_gallery, gallery_samples, "embed_gallery")
-    results = [_evaluate_set(es, query_features, gallery_features, distance, max_rank) for es in eval_sets]
+    results = [
+        _evaluate_set(es, query_features, gallery_features, distance, max_rank, rerank) for es in eval_sets
+    ]
     return mean_results(results)
 
 
@@ -307,6 +312,7 @@ def _evaluate_set(
     gallery_features: Mapping[Sample, np.ndarray],
     distance: str,
     max_rank: int,
+    rerank: Rerank | None = None,
 ) -> RetrievalResult:
     queries = np.stack([query_features[s] for s in es.query])
     gallery = np.stack([gallery_features[s] for s in es.gallery])
@@ -314,8 +320,14 @@ def _evaluate_set(
         raise EvaluationError(
             f"query features have {queries.shape[1]} dims but gallery features {gallery.shape[1]}"
         )
+    if rerank is None:
+        distances = _distances(queries, gallery, distance, es.name)
+    elif distance == "cosine":
+        distances = rerank(_unit_rows(queries, es.name, "query"), _unit_rows(gallery, es.name, "gallery"))
+    else:
+        distances = rerank(queries, gallery)
     return evaluate(
-        _distances(queries, gallery, distance, es.name),
+        distances,
         [s.pid for s in es.query],
         [s.pid for s in es.gallery],
         [s.cam for s in es.query],
