@@ -49,6 +49,8 @@ class DatasetSpec:
       relative to the root, ``/``-separated.
     - ``protocols(inputs)``: every standard evaluation of the given :class:`ProtocolInputs`, by name; the
       first entry is the one validation selects on.
+    - ``caption_key(rel)``: the form the dataset's published captions key an image by, when it is not
+      ``rel`` (LLCM's test images), or ``None``.
     """
 
     name: str
@@ -56,6 +58,7 @@ class DatasetSpec:
     load: Callable[[Path, int], DatasetSplits]
     modality_of: Callable[[str], Modality | None]
     protocols: Callable[[ProtocolInputs], ProtocolSets]
+    caption_key: Callable[[str], str] | None = None
 
 
 def sysu_protocols(p: ProtocolInputs) -> ProtocolSets:
@@ -101,7 +104,12 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
         DatasetSpec("regdb", regdb.LAYOUT, regdb.load_regdb, regdb.modality_of, regdb_protocols),
         DatasetSpec(
-            "llcm", llcm.LAYOUT, lambda root, trial: llcm.load_llcm(root), llcm.modality_of, llcm_protocols
+            "llcm",
+            llcm.LAYOUT,
+            lambda root, trial: llcm.load_llcm(root),
+            llcm.modality_of,
+            llcm_protocols,
+            caption_key=llcm.caption_key,
         ),
     )
 }
