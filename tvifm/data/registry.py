@@ -55,6 +55,8 @@ class DatasetSpec:
       first entry is the one validation selects on.
     - ``sampling``: the gallery sampling of ``eval.sampling=auto`` (``"standard"``: the published code's
       draws, for the real datasets; ``"seeded"``), or ``None`` when the protocols sample no gallery.
+    - ``caption_key(rel)``: the form the dataset's published captions key an image by, when it is not
+      ``rel`` (LLCM's test images), or ``None``.
     """
 
     name: str
@@ -63,6 +65,7 @@ class DatasetSpec:
     modality_of: Callable[[str], Modality | None]
     protocols: Callable[[ProtocolInputs], ProtocolSets]
     sampling: str | None = None
+    caption_key: Callable[[str], str] | None = None
 
 
 def sysu_protocols(p: ProtocolInputs) -> ProtocolSets:
@@ -117,6 +120,7 @@ DATASETS: dict[str, DatasetSpec] = {
             llcm.modality_of,
             llcm_protocols,
             sampling="standard",
+            caption_key=llcm.caption_key,
         ),
     )
 }
