@@ -61,6 +61,26 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gallery_audit(args: argparse.Namespace) -> int:
+    from tvifm.data.registry import gallery_sampling
+    from tvifm.eval.audit import audit_paths, audit_trial, format_audit
+
+    eval_set = audit_trial(
+        args.dataset,
+        args.root,
+        args.trial,
+        search=args.search,
+        shot=args.shot,
+        sampling=args.sampling,
+        seed=args.seed,
+    )
+    if args.json:
+        _print_json(audit_paths(eval_set))
+    else:
+        print(format_audit(eval_set, str(gallery_sampling(args.dataset, args.sampling))))
+    return 0
+
+
 def _dataset_names() -> tuple[str, ...]:
     """The names ``--dataset`` accepts: the dataset registry's (imported when the parser is built)."""
     from tvifm.data.registry import dataset_names
@@ -68,8 +88,17 @@ def _dataset_names() -> tuple[str, ...]:
     return dataset_names()
 
 
+def _sampling_settings() -> tuple[str, ...]:
+    """The values ``--sampling`` accepts (``eval.sampling``'s)."""
+    from tvifm.data.registry import SAMPLING_SETTINGS
+
+    return SAMPLING_SETTINGS
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="generate SynthTri, inspect installed datasets")
+    data = sub.add_parser(
+        "data", help="generate SynthTri, inspect installed datasets, list a trial's evaluation images"
+    )
     dsub = data.add_subparsers(dest="data_command", required=True)
     synth = dsub.add_parser("synth", help="write the SynthTri dataset (SYSU-MM01 layout + Tri- text)")
     synth.add_argument("--root", required=True, help="output directory")
@@ -83,6 +112,32 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     stats.add_argument("--trial", type=int, default=1, help="RegDB split 1..10 (default 1)")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     stats.set_defaults(func=_cmd_stats)
+    _add_data_gallery(dsub)
+
+
+def _add_data_gallery(dsub: argparse._SubParsersAction) -> None:
+    from tvifm.eval.audit import AUDIT_DATASETS
+
+    gal = dsub.add_parser(
+        "gallery",
+        help="the query and gallery images of one evaluation trial (to audit the gallery sampling)",
+        description="The images one trial of the test evaluation uses in the default direction (IR "
+        "queries, visible gallery), drawn as the evaluation draws them. --json prints "
+        '{"query": [paths], "gallery": [paths]} with paths relative to --root. See docs/design.md, '
+        '"Gallery sampling".',
+    )
+    gal.add_argument("--dataset", required=True, choices=AUDIT_DATASETS, help="dataset layout of --root")
+    gal.add_argument("--root", required=True)
+    gal.add_argument("--trial", type=int, required=True, help="trial number (the standard code's: 0..9)")
+    gal.add_argument("--search", choices=("all", "indoor"), help="SYSU-MM01 only (default all)")
+    gal.add_argument("--shot", choices=("single", "multi"), help="SYSU-MM01 only (default single)")
+    gal.add_argument(
+        "--sampling", choices=_sampling_settings(), default="auto",
+        help="standard (the published code's draws), seeded, or auto: the dataset's own (default)",
+    )  # fmt: skip
+    gal.add_argument("--seed", type=int, help="eval.seed of seeded sampling (default 0)")
+    gal.add_argument("--json", action="store_true", help="print one JSON object")
+    gal.set_defaults(func=_cmd_gallery_audit)
 
 
 # -- captioning -----------------------------------------------------------------------------------------
@@ -120,9 +175,7 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
     cap.add_argument("--root", required=True, help="dataset folder or s3://bucket/prefix")
     _settings(cap, verbose=True)
     cap.set_defaults(func=_cmd_caption)
-    ft = sub.add_parser(
-        "caption-finetune", help="fine-tune the RGB/IR captioners (jobs/caption.py finetune)"
-    )
+    ft = sub.add_parser("caption-finetune", help="fine-tune the RGB/IR captioners (jobs/caption.py finetune)")
     ft.add_argument("--root", required=True, help="dataset folder or s3://bucket/prefix")
     ft.add_argument("--modality", choices=sorted(MODALITIES), default="both")
     _settings(ft, verbose=True)
@@ -191,6 +244,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         trial=args.trial,
         modes=args.mode,
         trials=args.trials,
+        sampling=args.sampling,
+        rerank=args.rerank,
         progress=not args.json,
     )
     report["model"] = args.model
@@ -212,6 +267,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--trial", type=int, help="RegDB split 1..10 (default: the model's)")
     ev.add_argument("--mode", action="append", help="ir, text, fusion, ensemble, rgb2ir (repeatable)")
     ev.add_argument("--trials", type=int, help="gallery samplings (default: the model's eval.trials)")
+    ev.add_argument(
+        "--sampling", choices=_sampling_settings(),
+        help="gallery draws: standard, seeded or auto (default: the model's eval.sampling)",
+    )  # fmt: skip
+    ev.add_argument(
+        "--rerank", action=argparse.BooleanOptionalAction, default=None,
+        help="k-reciprocal re-ranking (eval.rerank_k1/k2/lambda of the model; default: its eval.rerank)",
+    )  # fmt: skip
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=_cmd_evaluate)
 

@@ -155,6 +155,19 @@ def test_cli_train_and_evaluate_json(tiny_cfg, small_synth, tmp_path, capsys) ->
     metrics = report["protocols"]["all-single"]["ir"]
     assert set(metrics) >= {"rank1", "rank5", "rank10", "rank20", "mAP", "mINP"}
     assert 0.0 <= metrics["mINP"] <= metrics["mAP"] <= 1.0 or metrics["mINP"] <= 1.0
+    assert (report["sampling"], report["trials"]) == ("seeded", 1)  # SynthTri's own gallery sampling
+    args = ["evaluate", "--checkpoint", str(run), "--mode", "ir", "--trials", "1", "--sampling", "standard"]
+    assert cli([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sampling"] == "standard"
+    assert cli(args) == 0
+    assert "gallery sampling: standard, 1 trial" in capsys.readouterr().out
+    assert report["rerank"] is None
+    assert cli([*args, "--rerank", "--json"]) == 0
+    reranked = json.loads(capsys.readouterr().out)
+    assert reranked["rerank"] == {"k1": 20, "k2": 6, "lambda": 0.3}
+    assert set(reranked["protocols"]["all-single"]["ir"]) >= {"rank1", "mAP", "mINP"}
+    assert cli([*args, "--rerank"]) == 0
+    assert "k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)" in capsys.readouterr().out
     assert cli(["evaluate", "--checkpoint", str(tmp_path / "missing"), "--json"]) == 2
     assert (
         cli(

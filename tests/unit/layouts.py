@@ -135,6 +135,7 @@ def write_lines(path: Path, lines: list[str]) -> None:
 # --- LLCM ------------------------------------------------------------------------------------------------
 
 LLCM_DIRS = {"visible": ("train_vis", "test_vis"), "ir": ("train_nir", "test_nir")}
+LLCM_PUBLISHED_TRAIN = {"visible": "vis", "ir": "nir"}
 
 
 @dataclass
@@ -150,19 +151,32 @@ class LlcmPlan:
         return sorted({pid for by_cam in self.train.values() for _, pid in by_cam})
 
 
+def llcm_name(cam: int, pid: int, k: int) -> str:
+    """``0012_c04_s200109_f6409_1.jpg``: an LLCM file name, camera included."""
+    return f"{pid:04d}_c{cam:02d}_s2001{k:02d}_f{6400 + k}_1.jpg"
+
+
 def llcm_rel(top: str, cam: int, pid: int, k: int) -> str:
     """``test_nir/cam4/0012/0012_c04_s200109_f6420_1.jpg``-style relative path of image ``k``."""
-    return f"{top}/cam{cam}/{pid:04d}/{pid:04d}_c{cam:02d}_s2001{k:02d}_f{6400 + k}_1.jpg"
+    return f"{top}/cam{cam}/{pid:04d}/{llcm_name(cam, pid, k)}"
 
 
-def build_llcm(root: Path, plan: LlcmPlan, decodable: bool = True) -> Path:
-    """Write ``plan`` in the LLCM layout under ``root``."""
+def llcm_train_rel(modality: str, cam: int, pid: int, k: int, published: bool = True) -> str:
+    """A training image's path: ``nir/0012/0012_c04_...jpg`` as published, or in a camera folder."""
+    if published:
+        return f"{LLCM_PUBLISHED_TRAIN[modality]}/{pid:04d}/{llcm_name(cam, pid, k)}"
+    return llcm_rel(LLCM_DIRS[modality][0], cam, pid, k)
+
+
+def build_llcm(root: Path, plan: LlcmPlan, decodable: bool = True, published: bool = True) -> Path:
+    """Write ``plan`` in the LLCM layout under ``root``: training images under ``vis|nir/<id>/`` as the
+    dataset is published, or (``published=False``) under ``train_vis|train_nir/camK/<id>/``."""
     label = {pid: i for i, pid in enumerate(plan.train_ids())}
     for modality, (train_top, test_top) in LLCM_DIRS.items():
         lines = []
         for (cam, pid), n in sorted(plan.train[modality].items(), key=lambda item: item[0][::-1]):
             for k in range(1, n + 1):
-                rel = llcm_rel(train_top, cam, pid, k)
+                rel = llcm_train_rel(modality, cam, pid, k, published)
                 _write(root / rel, decodable)
                 lines.append(f"{rel} {label[pid]}")
         write_lines(root / "idx" / f"{train_top}.txt", lines)

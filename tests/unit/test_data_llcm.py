@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from layouts import LlcmPlan, build_llcm, llcm_rel, write_file
+from layouts import LlcmPlan, build_llcm, llcm_rel, llcm_train_rel, write_file
 
 from tvifm.data.llcm import load_llcm
 from tvifm.data.registry import load_dataset
@@ -33,22 +33,34 @@ def rels(top: str, plan: dict[tuple[int, int], int], ids: list[int]) -> set[str]
     }
 
 
+def train_rels(modality: str, plan: dict[tuple[int, int], int], published: bool) -> set[str]:
+    return {
+        llcm_train_rel(modality, cam, pid, k, published)
+        for (cam, pid), n in plan.items()
+        for k in range(1, n + 1)
+    }
+
+
 @pytest.fixture
 def plan() -> LlcmPlan:
     return make_plan()
 
 
+@pytest.fixture(params=[True, False], ids=["published", "camera-folders"])
+def published(request: pytest.FixtureRequest) -> bool:
+    return request.param
+
+
 @pytest.fixture
-def root(tmp_path: Path, plan: LlcmPlan) -> Path:
-    return build_llcm(tmp_path / "LLCM", plan, decodable=False)
+def root(tmp_path: Path, plan: LlcmPlan, published: bool) -> Path:
+    return build_llcm(tmp_path / "LLCM", plan, decodable=False, published=published)
 
 
-def test_splits_hold_exactly_the_planned_images(root: Path, plan: LlcmPlan) -> None:
+def test_splits_hold_exactly_the_planned_images(root: Path, plan: LlcmPlan, published: bool) -> None:
     splits = load_dataset("llcm", root)
-    train_ids = plan.train_ids()
     assert splits.name == "llcm"
-    assert {s.rel for s in splits.train_visible} == rels("train_vis", plan.train["visible"], train_ids)
-    assert {s.rel for s in splits.train_ir} == rels("train_nir", plan.train["ir"], train_ids)
+    assert {s.rel for s in splits.train_visible} == train_rels("visible", plan.train["visible"], published)
+    assert {s.rel for s in splits.train_ir} == train_rels("ir", plan.train["ir"], published)
     assert {s.rel for s in splits.test_query} == rels("test_nir", plan.test["ir"], plan.test_ids)
     assert {s.rel for s in splits.test_gallery} == rels("test_vis", plan.test["visible"], plan.test_ids)
     assert splits.train_ids == [1, 4, 6]
@@ -57,11 +69,18 @@ def test_splits_hold_exactly_the_planned_images(root: Path, plan: LlcmPlan) -> N
     assert splits.val_ids == [] and splits.skipped == []
 
 
-def test_camera_and_identity_come_from_the_folders(root: Path) -> None:
+def test_camera_and_identity_come_from_the_folders_or_the_file_name(root: Path, published: bool) -> None:
     splits = load_llcm(root)
+    for s in [*splits.train_visible, *splits.train_ir]:
+        if published:  # vis/<id>/PPPP_cNN_...: the camera only in the file name
+            folder, id_folder, name = s.rel.split("/")
+            assert (folder, id_folder) == ({"visible": "vis", "ir": "nir"}[s.modality], f"{s.pid:04d}")
+            assert name.startswith(f"{s.pid:04d}_c{s.cam:02d}_")
     for samples, top, modality in (
-        (splits.train_visible, "train_vis", "visible"),
-        (splits.train_ir, "train_nir", "ir"),
+        *(
+            ((splits.train_visible, "train_vis", "visible"), (splits.train_ir, "train_nir", "ir"))
+            * (not published)
+        ),
         (splits.test_query, "test_nir", "ir"),
         (splits.test_gallery, "test_vis", "visible"),
     ):
@@ -96,15 +115,29 @@ def test_missing_test_folder(root: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "pattern"),
     [
-        ("train_vis/cam2/0001/0001_c02_s200101_f6401_1.jpg", "expected two fields"),
-        ("train_vis/cam2/0001/0001_c02_s200101_f6401_1.jpg one", "label 'one' is not an integer"),
+        ("vis/0001/0001_c02_s200101_f6401_1.jpg", "expected two fields"),
+        ("vis/0001/0001_c02_s200101_f6401_1.jpg one", "label 'one' is not an integer"),
         ("train_vis/camX/0001/0001_c02_s200101_f6401_1.jpg 0", "camera folder 'camX'"),
-        ("train_nir/cam4/0001/0001_c04_s200101_f6401_1.jpg 0", r"expected form train_vis/cam<K>/<id>/<name>"),
-        ("train_vis/../../x/0001/a.jpg 0", "outside the dataset root"),
-        ("train_vis/cam2/0001/0001_c02_s209999_f0_1.jpg 0", "listed image does not exist"),
+        (
+            "vis/0001/0001_s200101_f6401_1.jpg 0",
+            r"file name '0001_s200101_f6401_1.jpg' does not carry the camera",
+        ),
+        (
+            "nir/0001/0001_c04_s200101_f6401_1.jpg 0",
+            r"expected form vis/<id>/<PPPP_cNN_...> or train_vis/cam<K>/<id>/<name>",
+        ),
+        (
+            "vis/cam2/0001/0001_c02_s200101_f6401_1.jpg 0",
+            r"expected form vis/<id>/<PPPP_cNN_...> or train_vis",
+        ),
+        ("vis/../../x/0001/a.jpg 0", "outside the dataset root"),
+        ("vis/0001/0001_c02_s209999_f0_1.jpg 0", "listed image does not exist"),
     ],
 )
-def test_malformed_train_line_names_file_and_line(root: Path, text: str, pattern: str) -> None:
+def test_malformed_train_line_names_file_and_line(
+    tmp_path: Path, plan: LlcmPlan, text: str, pattern: str
+) -> None:
+    root = build_llcm(tmp_path / "LLCM", plan, decodable=False)
     index = root / "idx" / "train_vis.txt"
     lines = index.read_text().splitlines()
     lines[2] = text
@@ -112,6 +145,35 @@ def test_malformed_train_line_names_file_and_line(root: Path, text: str, pattern
     with pytest.raises(DatasetError, match=pattern) as err:
         load_llcm(root)
     assert "train_vis.txt:3: " in str(err.value)
+
+
+def test_tri_llcm_captions_join_training_and_test_images(tmp_path: Path, plan: LlcmPlan) -> None:
+    """Tri-LLCM keys every image as <their prefix>/vis|nir/<id>/<file>, test images included."""
+    import json
+
+    from tvifm.data.sidecars import load_text_for
+
+    root = build_llcm(tmp_path / "LLCM", plan, decodable=False)
+    splits = load_dataset("llcm", root)
+    prefix = "/data0/someone/LLCM"
+    by_modality = {
+        "visible": [*splits.train_visible, *splits.test_gallery],
+        "ir": [*splits.train_ir, *splits.test_query],
+    }
+    for modality, folder in (("visible", "Blip_RGB"), ("ir", "Blip_IR")):
+        top = {"visible": "vis", "ir": "nir"}[modality]
+        data = {
+            f"{prefix}/{top}/{s.pid:04d}/{s.rel.rsplit('/', 1)[1]}": {"description": f"caption of {s.rel}"}
+            for s in by_modality[modality]
+        }
+        data[f"{prefix}/{top}/9999/9999_c01_s1_f1_1.jpg"] = {"description": "no such image"}
+        write_file(root / "Text" / folder / "caption_dict_llcm.json", json.dumps(data).encode())
+    text = load_text_for(splits)
+    for samples in by_modality.values():
+        for s in samples:
+            assert text.caption(s).description == f"caption of {s.rel}", s.rel
+    assert any(s.rel.startswith("test_nir/") for s in by_modality["ir"])
+    assert len(text.unmatched_keys) == 2
 
 
 def test_test_id_without_images(root: Path) -> None:

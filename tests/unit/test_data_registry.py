@@ -127,29 +127,34 @@ def test_modality_of_real_style_paths(name: str, rel: str, modality: str | None)
 # --- evaluation protocols: what validation and offline evaluation ask ---------------------------------
 
 
-def expected_protocols(name: str, visible: list[Sample], ir: list[Sample], shot: str) -> dict[str, list]:
+def expected_protocols(
+    name: str, visible: list[Sample], ir: list[Sample], shot: str, sampling: str = "seeded"
+) -> dict[str, list]:
     """The sets each dataset was evaluated on before the registry, from the builders called directly."""
     if name in ("sysu", "synth"):
-        rgb2ir = llcm_eval_sets(visible, ir, "rgb2ir", 3, 5)
+        rgb2ir = llcm_eval_sets(visible, ir, "rgb2ir", 3, 5, sampling)
         for es in rgb2ir:
             es.name = "rgb2ir"
         return {
-            f"all-{shot}": sysu_eval_sets(ir, visible, "all", shot, 3, 5),
-            f"indoor-{shot}": sysu_eval_sets(ir, visible, "indoor", shot, 3, 5),
+            f"all-{shot}": sysu_eval_sets(ir, visible, "all", shot, 3, 5, sampling),
+            f"indoor-{shot}": sysu_eval_sets(ir, visible, "indoor", shot, 3, 5, sampling),
             "rgb2ir": rgb2ir,
         }
     if name == "regdb":
         return {d: regdb_eval_sets(visible, ir, d, REGDB_TRIAL) for d in ("ir2rgb", "rgb2ir")}
-    return {d: llcm_eval_sets(visible, ir, d, 3, 5) for d in ("ir2rgb", "rgb2ir")}
+    return {d: llcm_eval_sets(visible, ir, d, 3, 5, sampling) for d in ("ir2rgb", "rgb2ir")}
 
 
+@pytest.mark.parametrize("sampling", ["seeded", "standard"])
 @pytest.mark.parametrize("shot", ["single", "multi"])
 @pytest.mark.parametrize("name", list(DATASETS))
-def test_protocols_give_the_standard_sets_in_order(name: str, shot: str, tmp_path: Path) -> None:
+def test_protocols_give_the_standard_sets_in_order(
+    name: str, shot: str, sampling: str, tmp_path: Path
+) -> None:
     splits = load(name, tmp_path)
     visible, ir = splits.test_gallery, splits.test_query
-    sets = get_spec(name).protocols(ProtocolInputs(visible, ir, 3, 5, shot, REGDB_TRIAL))
-    expected = expected_protocols(name, visible, ir, shot)
+    sets = get_spec(name).protocols(ProtocolInputs(visible, ir, 3, 5, shot, REGDB_TRIAL, sampling))
+    expected = expected_protocols(name, visible, ir, shot, sampling)
     assert list(sets) == list(expected)  # the first one is what validation selects checkpoints on
     assert sets == expected
     assert all(isinstance(es, EvalSet) for group in sets.values() for es in group)
@@ -160,7 +165,9 @@ def test_protocol_sets_asks_the_spec(tmp_path: Path) -> None:
 
     splits = load("llcm", tmp_path)
     visible, ir = splits.test_gallery, splits.test_query
-    expected = expected_protocols("llcm", visible, ir, "single")
+    expected = expected_protocols("llcm", visible, ir, "single", "standard")  # LLCM's own sampling
     assert protocol_sets("llcm", visible, ir, trials=3, seed=5) == expected
+    seeded = expected_protocols("llcm", visible, ir, "single", "seeded")
+    assert protocol_sets("llcm", visible, ir, trials=3, seed=5, sampling="seeded") == seeded
     with pytest.raises(ConfigError, match="unknown dataset 'market1501'"):
         protocol_sets("market1501", visible, ir, trials=3, seed=5)

@@ -84,3 +84,44 @@ def test_reranking_changes_the_order_towards_shared_neighbourhoods() -> None:
 def test_bad_input_is_refused(query: np.ndarray, gallery: np.ndarray, kwargs: dict, message: str) -> None:
     with pytest.raises(Exception, match=message):
         k_reciprocal_rerank(query, gallery, **kwargs)
+
+
+def test_evaluation_with_reranking_scores_the_reranked_distances() -> None:
+    from tvifm.data.base import Sample
+    from tvifm.eval.metrics import evaluate
+    from tvifm.eval.protocols import evaluate_sets, regdb_eval_sets
+    from tvifm.eval.rerank import Rerank
+
+    rng = np.random.default_rng(5)
+    pids = np.repeat(np.arange(8), 3)
+    centres = rng.normal(size=(8, 16))
+
+    def samples(modality: str) -> list[Sample]:
+        return [
+            Sample(
+                f"/d/{modality}/{i}", f"{modality}/{i}", int(p), 1 if modality == "visible" else 2, modality
+            )
+            for i, p in enumerate(pids)
+        ]
+
+    visible, ir = samples("visible"), samples("ir")
+    features = {s: (centres[s.pid] + 0.9 * rng.normal(size=16)).astype(np.float32) for s in [*visible, *ir]}
+    (es,) = regdb_eval_sets(visible, ir, "ir2rgb")
+    rerank = Rerank(k1=6, k2=3, lambda_value=0.3)
+    got = evaluate_sets([es], features, rerank=rerank)
+    unit = {s: f / np.linalg.norm(f) for s, f in features.items()}
+    q = np.stack([unit[s] for s in es.query])
+    g = np.stack([unit[s] for s in es.gallery])
+    expected = evaluate(
+        _direct(q, g, 6, 3, 0.3),
+        [s.pid for s in es.query],
+        [s.pid for s in es.gallery],
+        [s.cam for s in es.query],
+        [s.cam for s in es.gallery],
+        es.protocol,
+        20,
+    )
+    np.testing.assert_allclose(got.cmc, expected.cmc, atol=1e-6)
+    assert abs(got.mAP - expected.mAP) < 1e-4
+    plain = evaluate_sets([es], features)
+    assert not np.allclose(plain.cmc, got.cmc) or abs(plain.mAP - got.mAP) > 1e-6

@@ -141,8 +141,10 @@ def read_saved_config(path: str | Path) -> Config:
 def run_settings(cfg: Config, stage: str | None = None) -> dict[str, Any]:
     """The settings a training run depends on, as plain data: :data:`RUN_SECTIONS`, without the other
     stage's section when ``stage`` is given (a finished stage-1 run is reused when only ``joint.*``
-    changed, and a stage-2 run when ``base.*``), and without ``synth`` for datasets it does not make."""
+    changed, and a stage-2 run when ``base.*``), and without ``synth`` for datasets it does not make;
+    ``eval.sampling`` as the gallery sampling it resolves to, so ``auto`` and its value are one run."""
     data = to_dict(cfg)
+    data["eval"]["sampling"] = cfg.gallery_sampling()
     drop = {"joint": "base", "base": "joint"}.get(stage or "")
     sections = [s for s in RUN_SECTIONS if s != drop and (s != "synth" or cfg.data.dataset == "synth")]
     return {section: data[section] for section in sections}

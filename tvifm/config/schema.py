@@ -81,6 +81,14 @@ class EvalConfig:
     max_rank: int = _num(20, min=1)
     batch_size: int = _num(128, min=1)
     val_trials: int = _num(3, min=1)  # gallery samplings of the validation evaluation
+    # gallery draws: standard (the published code's, trial t = random.seed(t)), seeded ((seed, trial)), or
+    # auto: the dataset's own (standard for SYSU-MM01 and LLCM, seeded for SynthTri); docs/design.md
+    sampling: Literal["auto", "standard", "seeded"] = "auto"
+    # k-reciprocal re-ranking of every trial's distances (tvifm.eval.rerank; docs/design.md)
+    rerank: bool = False
+    rerank_k1: int = _num(20, min=1)
+    rerank_k2: int = _num(6, min=1)
+    rerank_lambda: float = _num(0.3, min=0.0, max=1.0)
 
 
 @dataclass
@@ -374,3 +382,10 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # mixed precision when a GPU is present (ignored on CPU)
+
+    def gallery_sampling(self) -> str | None:
+        """``eval.sampling`` with ``auto`` resolved for ``data.dataset``: ``"standard"`` or ``"seeded"``,
+        ``None`` for a dataset without gallery sampling (:func:`tvifm.data.registry.gallery_sampling`)."""
+        from tvifm.data.registry import gallery_sampling  # lazily: the registry imports the loaders
+
+        return gallery_sampling(self.data.dataset, self.eval.sampling)

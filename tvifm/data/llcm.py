@@ -1,21 +1,27 @@
-"""LLCM loader.
+"""LLCM loader, for the dataset as it is published.
 
 Layout::
 
-    ROOT/idx/train_vis.txt      lines '<path> <label>': train_vis/cam2/0001/0001_c02_s200109_f6420_1.jpg 0
-    ROOT/idx/train_nir.txt      the same for train_nir/camK/<id>/...
+    ROOT/idx/train_vis.txt      lines '<path> <label>': vis/0001/0001_c02_s200109_f6420_1.jpg 0
+    ROOT/idx/train_nir.txt      the same for nir/<id>/<file>
     ROOT/idx/test_id.txt        one comma-separated line of test identity ids
-    ROOT/test_vis/camK/<id>/*.jpg
-    ROOT/test_nir/camK/<id>/*.jpg
+    ROOT/vis/<id>/*.jpg, ROOT/nir/<id>/*.jpg       training images; the camera is in the file name
+                                                   (PPPP_cNN_...), as tools that read LLCM take it
+    ROOT/test_vis/camK/<id>/*.jpg, ROOT/test_nir/camK/<id>/*.jpg   test images; camera from the folder
+    ROOT/Text/                  Tri-LLCM captions (optional)
 
-The camera is the ``camK`` folder and the identity the 4-digit folder below it; not every identity appears
-in every camera. The default test direction is IR->RGB: queries are the ``test_nir`` images of the test
-identities and the gallery is every ``test_vis`` image of them.
+Copies that put the training images in camera folders (index lines ``train_vis/camK/<id>/<file>``)
+load too. The identity is the 4-digit folder; not every identity appears in every camera. The default
+test direction is IR->RGB: queries are the ``test_nir`` images of the test identities and the gallery is
+every ``test_vis`` image of them. Tri-LLCM keys every image's caption as ``.../vis|nir/<id>/<file>``,
+test images included (the official test code looks ``test_nir/camK/<id>/<file>`` up under
+``nir/<id>/<file>``): :func:`caption_key` gives that form.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from tvifm.data.base import DatasetSplits, Modality, Sample
@@ -26,13 +32,14 @@ from tvifm.errors import DatasetError
 
 LAYOUT = (
     "LLCM layout: idx/train_vis.txt and idx/train_nir.txt with lines '<relative path> <label>' "
-    "(train_vis/camK/<id>/<name>.jpg), idx/test_id.txt (one comma-separated line of ids), "
-    "test_vis/camK/<id>/*.jpg and test_nir/camK/<id>/*.jpg"
+    "(vis/<id>/PPPP_cNN_<rest>.jpg and nir/<id>/..., or train_vis/camK/<id>/<name>.jpg), "
+    "idx/test_id.txt (one comma-separated line of ids), test_vis/camK/<id>/*.jpg and test_nir/camK/<id>/*.jpg"
 )
-TRAIN_INDEX: dict[Modality, tuple[str, str]] = {
-    "visible": ("idx/train_vis.txt", "train_vis/cam<K>/<id>/<name>"),
-    "ir": ("idx/train_nir.txt", "train_nir/cam<K>/<id>/<name>"),
+TRAIN_INDEX: dict[Modality, tuple[str, tuple[str, str]]] = {
+    "visible": ("idx/train_vis.txt", ("vis/<id>/<PPPP_cNN_...>", "train_vis/cam<K>/<id>/<name>")),
+    "ir": ("idx/train_nir.txt", ("nir/<id>/<PPPP_cNN_...>", "train_nir/cam<K>/<id>/<name>")),
 }
+CAMERA_IN_NAME = re.compile(r"^\d+_c(\d+)_")
 TEST_DIRS: dict[Modality, str] = {"visible": "test_vis", "ir": "test_nir"}
 TEST_ID_FILE = "idx/test_id.txt"
 
@@ -74,8 +81,34 @@ def _require_file(path: Path) -> Path:
     return path
 
 
+def caption_key(rel: str) -> str:
+    """The Tri-LLCM caption key form of the image at ``rel``: ``nir/<id>/<file>`` for
+    ``test_nir/camK/<id>/<file>`` (and ``vis/...`` for ``test_vis/...``); other paths as they are."""
+    parts = rel.split("/")
+    if len(parts) == 4 and parts[0] in ("test_vis", "test_nir") and parts[1].startswith("cam"):
+        return "/".join((parts[0].removeprefix("test_"), parts[2], parts[3]))
+    return rel
+
+
+def camera_of(name: str, index: Path, line: int) -> int:
+    """The camera of a training image from its file name (``0001_c02_s200109_f6420_1.jpg`` -> 2)."""
+    found = CAMERA_IN_NAME.match(name)
+    if found is None:
+        raise DatasetError(
+            f"file name {name!r} does not carry the camera; expected LLCM names PPPP_cNN_... "
+            "(e.g. 0001_c02_s200109_f6420_1.jpg) under vis/<id>/ and nir/<id>/",
+            str(index),
+            line,
+        )
+    return int(found.group(1))
+
+
 def _locate(entry: IndexEntry, index: Path) -> tuple[int, int]:
-    _, cam_folder, id_folder, _ = entry.parts
+    parts = entry.parts
+    if len(parts) == 3:  # vis/<id>/<file>: the published layout
+        _, id_folder, name = parts
+        return parse_number(id_folder, "identity", index, entry.line), camera_of(name, index, entry.line)
+    _, cam_folder, id_folder, _ = parts
     cam = parse_number(cam_folder, "camera", index, entry.line, prefix="cam")
     return parse_number(id_folder, "identity", index, entry.line), cam
 

@@ -62,10 +62,10 @@ Locator = Callable[[IndexEntry, Path], tuple[int, int]]
 """Maps an index entry (and its index file, for errors) to ``(identity, camera)``."""
 
 
-def read_index(index: Path, form: str) -> list[IndexEntry]:
-    """Parse ``<relative path> <label>`` lines; every path must have the shape ``form``.
+def read_index(index: Path, form: str | tuple[str, ...]) -> list[IndexEntry]:
+    """Parse ``<relative path> <label>`` lines; every path must have the shape ``form`` (or one of them).
 
-    ``form`` such as ``"Visible/<id>/<name>"`` fixes the first folder and the number of components.
+    A form such as ``"Visible/<id>/<name>"`` fixes the first folder and the number of components.
 
     Blank lines are ignored. Every problem raises :class:`DatasetError` naming the file and line.
     """
@@ -95,7 +95,7 @@ def _read_text(index: Path) -> str:
         raise DatasetError(f"cannot read index file: {err}", path=str(index)) from err
 
 
-def _parse_line(text: str, index: Path, line_no: int, form: str) -> IndexEntry:
+def _parse_line(text: str, index: Path, line_no: int, form: str | tuple[str, ...]) -> IndexEntry:
     fields = text.split()
     if len(fields) != 2:
         raise DatasetError(
@@ -111,15 +111,16 @@ def _parse_line(text: str, index: Path, line_no: int, form: str) -> IndexEntry:
     return IndexEntry(line_no, _normalise(raw, index, line_no, form), value)
 
 
-def _normalise(raw: str, index: Path, line_no: int, form: str) -> str:
+def _normalise(raw: str, index: Path, line_no: int, form: str | tuple[str, ...]) -> str:
     path = raw.replace("\\", "/")
     rel = posixpath.normpath(path)
     if path.startswith("/") or ":" in path.split("/")[0] or rel == ".." or rel.startswith("../"):
         raise DatasetError(f"path {raw!r} lies outside the dataset root", str(index), line_no)
-    want = form.split("/")
+    forms = (form,) if isinstance(form, str) else form
     parts = rel.split("/")
-    if parts[0] != want[0] or len(parts) != len(want):
-        raise DatasetError(f"path {raw!r} does not have the expected form {form}", str(index), line_no)
+    if not any(parts[0] == f.split("/")[0] and len(parts) == len(f.split("/")) for f in forms):
+        expected = " or ".join(forms)
+        raise DatasetError(f"path {raw!r} does not have the expected form {expected}", str(index), line_no)
     return rel
 
 
@@ -132,7 +133,12 @@ def parse_number(text: str, what: str, index: Path, line: int, prefix: str = "")
 
 
 def read_index_samples(
-    root: Path, index: Path, form: str, modality: Modality, locate: Locator, report: SkipReport
+    root: Path,
+    index: Path,
+    form: str | tuple[str, ...],
+    modality: Modality,
+    locate: Locator,
+    report: SkipReport,
 ) -> list[Sample]:
     """Read an index file into samples, checking labels and that every listed image exists.
 

@@ -2,7 +2,8 @@
 
 A spec owns the dataset's on-disk layout (a one-line description for error messages), its splits
 (``load``), which modality each image of the layout belongs to (``modality_of``, what the captioning job
-asks) and its standard evaluation protocols (``protocols``, what validation and offline evaluation ask).
+asks), its standard evaluation protocols (``protocols``, what validation and offline evaluation ask) and
+the gallery sampling ``eval.sampling=auto`` means for it (``sampling``, see :func:`gallery_sampling`).
 The command line and the config take their dataset choices from :func:`dataset_names`; an unknown name
 raises :class:`~tvifm.errors.ConfigError` listing the valid ones (see ``docs/design.md``).
 """
@@ -18,7 +19,7 @@ from tvifm.data import llcm, regdb, sysu
 from tvifm.data.base import DatasetSplits, EvalSet, Modality, Sample
 from tvifm.data.images import require_dir
 from tvifm.errors import ConfigError
-from tvifm.eval.protocols import llcm_eval_sets, regdb_eval_sets, sysu_eval_sets
+from tvifm.eval.protocols import SAMPLINGS, llcm_eval_sets, regdb_eval_sets, sysu_eval_sets
 
 ProtocolSets = dict[str, list[EvalSet]]
 """Evaluations by name, each a list of per-trial query/gallery sets."""
@@ -27,8 +28,10 @@ ProtocolSets = dict[str, list[EvalSet]]
 @dataclass(frozen=True)
 class ProtocolInputs:
     """What a dataset's protocols are built from: the visible and IR samples of a split, ``trials``
-    gallery samplings seeded by ``seed``, the ``shot`` of SYSU-style galleries and the RegDB split
-    ``trial_id`` recorded on RegDB's single set. Each builder uses what its protocol needs."""
+    gallery samplings seeded by ``seed``, the ``shot`` of SYSU-style galleries, the RegDB split
+    ``trial_id`` recorded on RegDB's single set and the gallery ``sampling`` (``"standard"`` or
+    ``"seeded"``; :func:`protocol_sets` resolves ``eval.sampling``). Each builder uses what its protocol
+    needs."""
 
     visible: Sequence[Sample]
     ir: Sequence[Sample]
@@ -36,6 +39,7 @@ class ProtocolInputs:
     seed: int
     shot: str = "single"
     trial_id: int = 0
+    sampling: str = "seeded"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,10 @@ class DatasetSpec:
       relative to the root, ``/``-separated.
     - ``protocols(inputs)``: every standard evaluation of the given :class:`ProtocolInputs`, by name; the
       first entry is the one validation selects on.
+    - ``sampling``: the gallery sampling of ``eval.sampling=auto`` (``"standard"``: the published code's
+      draws, for the real datasets; ``"seeded"``), or ``None`` when the protocols sample no gallery.
+    - ``caption_key(rel)``: the form the dataset's published captions key an image by, when it is not
+      ``rel`` (LLCM's test images), or ``None``.
     """
 
     name: str
@@ -56,15 +64,17 @@ class DatasetSpec:
     load: Callable[[Path, int], DatasetSplits]
     modality_of: Callable[[str], Modality | None]
     protocols: Callable[[ProtocolInputs], ProtocolSets]
+    sampling: str | None = None
+    caption_key: Callable[[str], str] | None = None
 
 
 def sysu_protocols(p: ProtocolInputs) -> ProtocolSets:
     """SYSU-MM01 and SynthTri: all-search and indoor-search IR->RGB with ``shot`` galleries, plus RGB->IR
     (1 IR image per identity and camera per trial). ``trial_id`` is unused (one fixed split)."""
     sets = {
-        f"all-{p.shot}": sysu_eval_sets(p.ir, p.visible, "all", p.shot, p.trials, p.seed),
-        f"indoor-{p.shot}": sysu_eval_sets(p.ir, p.visible, "indoor", p.shot, p.trials, p.seed),
-        "rgb2ir": llcm_eval_sets(p.visible, p.ir, "rgb2ir", p.trials, p.seed),
+        f"all-{p.shot}": sysu_eval_sets(p.ir, p.visible, "all", p.shot, p.trials, p.seed, p.sampling),
+        f"indoor-{p.shot}": sysu_eval_sets(p.ir, p.visible, "indoor", p.shot, p.trials, p.seed, p.sampling),
+        "rgb2ir": llcm_eval_sets(p.visible, p.ir, "rgb2ir", p.trials, p.seed, p.sampling),
     }
     for es in sets["rgb2ir"]:
         es.name = "rgb2ir"
@@ -73,13 +83,14 @@ def sysu_protocols(p: ProtocolInputs) -> ProtocolSets:
 
 def regdb_protocols(p: ProtocolInputs) -> ProtocolSets:
     """RegDB: every image against every image of the other modality, IR->RGB then RGB->IR, recorded as
-    split ``trial_id``. ``trials``, ``seed`` and ``shot`` are unused (RegDB's trials are its splits)."""
+    split ``trial_id``. ``trials``, ``seed``, ``shot`` and ``sampling`` are unused (RegDB's trials are its
+    splits)."""
     return {d: regdb_eval_sets(p.visible, p.ir, d, p.trial_id) for d in ("ir2rgb", "rgb2ir")}
 
 
 def llcm_protocols(p: ProtocolInputs) -> ProtocolSets:
     """LLCM: IR->RGB then RGB->IR with ``trials`` gallery samplings. ``shot`` and ``trial_id`` are unused."""
-    return {d: llcm_eval_sets(p.visible, p.ir, d, p.trials, p.seed) for d in ("ir2rgb", "rgb2ir")}
+    return {d: llcm_eval_sets(p.visible, p.ir, d, p.trials, p.seed, p.sampling) for d in ("ir2rgb", "rgb2ir")}
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -91,6 +102,7 @@ DATASETS: dict[str, DatasetSpec] = {
             lambda root, trial: sysu.load_sysu(root, name="synth"),
             sysu.modality_of,
             sysu_protocols,
+            sampling="seeded",
         ),
         DatasetSpec(
             "sysu",
@@ -98,10 +110,17 @@ DATASETS: dict[str, DatasetSpec] = {
             lambda root, trial: sysu.load_sysu(root, name="sysu"),
             sysu.modality_of,
             sysu_protocols,
+            sampling="standard",
         ),
         DatasetSpec("regdb", regdb.LAYOUT, regdb.load_regdb, regdb.modality_of, regdb_protocols),
         DatasetSpec(
-            "llcm", llcm.LAYOUT, lambda root, trial: llcm.load_llcm(root), llcm.modality_of, llcm_protocols
+            "llcm",
+            llcm.LAYOUT,
+            lambda root, trial: llcm.load_llcm(root),
+            llcm.modality_of,
+            llcm_protocols,
+            sampling="standard",
+            caption_key=llcm.caption_key,
         ),
     )
 }
@@ -119,6 +138,23 @@ def get_spec(name: str) -> DatasetSpec:
         return DATASETS[name]
     except (KeyError, TypeError):
         raise ConfigError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}") from None
+
+
+SAMPLING_SETTINGS = ("auto", *SAMPLINGS)
+"""The values of ``eval.sampling``: ``auto`` (the dataset's own, :attr:`DatasetSpec.sampling`) or one of
+:data:`tvifm.eval.protocols.SAMPLINGS`."""
+
+
+def gallery_sampling(dataset: str, setting: str = "auto") -> str | None:
+    """The gallery sampling ``dataset``'s protocols use under ``eval.sampling=setting``: the spec's own
+    for ``"auto"``, else ``setting``; ``None`` for a dataset whose protocols sample no gallery (RegDB).
+    Unknown names and settings raise :class:`ConfigError` listing the valid ones."""
+    spec = get_spec(dataset)
+    if setting not in SAMPLING_SETTINGS:
+        raise ConfigError(f"eval.sampling must be one of {', '.join(SAMPLING_SETTINGS)}, got {setting!r}")
+    if spec.sampling is None:
+        return None
+    return spec.sampling if setting == "auto" else setting
 
 
 def load_dataset(name: str, root: str | os.PathLike[str], trial: int = 1) -> DatasetSplits:
@@ -141,10 +177,14 @@ def protocol_sets(
     seed: int,
     shot: str = "single",
     trial_id: int = 0,
+    sampling: str = "auto",
 ) -> ProtocolSets:
-    """Every standard evaluation of ``dataset`` on the given samples, by name (its spec's ``protocols``;
-    unknown names raise :class:`ConfigError` listing the valid ones)."""
-    return get_spec(dataset).protocols(ProtocolInputs(visible, ir, trials, seed, shot, trial_id))
+    """Every standard evaluation of ``dataset`` on the given samples, by name (its spec's ``protocols``,
+    galleries drawn by :func:`gallery_sampling` of ``sampling``; unknown names raise
+    :class:`ConfigError` listing the valid ones)."""
+    chosen = gallery_sampling(dataset, sampling) or "seeded"  # None: no gallery to sample (RegDB)
+    inputs = ProtocolInputs(visible, ir, trials, seed, shot, trial_id, chosen)
+    return get_spec(dataset).protocols(inputs)
 
 
 load = load_dataset

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -186,16 +186,24 @@ class TextIndex:
         return f"{len(self.unmatched_keys)} caption keys matched no image (e.g. {examples})"
 
 
-def load_text(root: str | os.PathLike[str], samples: Iterable[Sample]) -> TextIndex:
+def load_text(
+    root: str | os.PathLike[str],
+    samples: Iterable[Sample],
+    key_of: Callable[[str], str] | None = None,
+) -> TextIndex:
     """Read the Tri- sidecars under ``root/Text`` and join them to ``samples``.
 
-    A root without a ``Text`` folder has no captions. Keys that match no image are counted in
-    ``unmatched_keys`` and logged, never fatal.
+    A key joins an image by its ``rel`` or, when ``key_of`` is given, by ``key_of(rel)`` too (the form
+    a dataset's published captions key it by, e.g. LLCM's test images). A root without a ``Text`` folder
+    has no captions. Keys that match no image are counted in ``unmatched_keys`` and logged, never fatal.
     """
     index = TextIndex()
-    by_modality: dict[Modality, set[str]] = {m: set() for m in MODALITIES}
+    by_modality: dict[Modality, dict[str, str]] = {m: {} for m in MODALITIES}
     for sample in samples:
-        by_modality[sample.modality].add(sample.rel)
+        forms = by_modality[sample.modality]
+        forms[sample.rel] = sample.rel
+        if key_of is not None:
+            forms.setdefault(key_of(sample.rel), sample.rel)
     unmatched: dict[str, None] = {}
     for modality in MODALITIES:
         folder = Path(root) / TEXT_DIR / MODALITY_DIRS[modality]
@@ -208,8 +216,12 @@ def load_text(root: str | os.PathLike[str], samples: Iterable[Sample]) -> TextIn
 
 
 def load_text_for(splits: DatasetSplits) -> TextIndex:
-    """:func:`load_text` for every sample (train, val and test) of ``splits``."""
-    return load_text(splits.root, all_samples(splits))
+    """:func:`load_text` for every sample (train, val and test) of ``splits``, with the caption key form
+    of its dataset's registry entry (``DatasetSpec.caption_key``)."""
+    from tvifm.data.registry import DATASETS  # lazily: the registry imports the loaders
+
+    spec = DATASETS.get(splits.name)
+    return load_text(splits.root, all_samples(splits), spec.caption_key if spec else None)
 
 
 def all_samples(splits: DatasetSplits) -> list[Sample]:
@@ -225,16 +237,18 @@ def all_samples(splits: DatasetSplits) -> list[Sample]:
 
 
 def _load_modality(
-    folder: Path, modality: Modality, rels: set[str], index: TextIndex, unmatched: dict[str, None]
+    folder: Path, modality: Modality, forms: dict[str, str], index: TextIndex, unmatched: dict[str, None]
 ) -> None:
     layers = _caption_layers(folder, index)
     merged = index.captions[modality]
+    keys = set(forms)
     for layer, aug_only in layers:
         for key, caption in layer.items():
-            rel = match_key(key, rels)
-            if rel is None:
+            found = match_key(key, keys)
+            if found is None:
                 unmatched[key] = None
             else:
+                rel = forms[found]
                 merged[rel] = _merge(merged.get(rel), caption, aug_only)
     for path in _json_files(folder, "id_caption_map_*.json"):
         parsed = _read_kind(path, "id_map", index)

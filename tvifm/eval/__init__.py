@@ -1,7 +1,8 @@
 """Retrieval metrics and evaluation protocols.
 
 :func:`evaluate` scores one distance matrix under the ``"sysu"``, ``"regdb"`` or ``"llcm"`` protocol;
-the ``*_eval_sets`` builders derive the per-trial query/gallery sets of each dataset, and
+the ``*_eval_sets`` builders derive the per-trial query/gallery sets of each dataset (galleries drawn by
+:func:`sample_gallery`), and
 :func:`evaluate_sets` averages the metrics over those trials.
 """
 
@@ -16,10 +17,12 @@ from tvifm.eval.metrics import (
 from tvifm.eval.protocols import (
     DIRECTIONS,
     DISTANCES,
+    SAMPLINGS,
     Embedder,
     evaluate_sets,
     llcm_eval_sets,
     regdb_eval_sets,
+    sample_gallery,
     sysu_eval_sets,
 )
 
@@ -27,6 +30,7 @@ __all__ = [
     "DIRECTIONS",
     "DISTANCES",
     "PROTOCOLS",
+    "SAMPLINGS",
     "Embedder",
     "EvaluationError",
     "RetrievalResult",
@@ -36,5 +40,6 @@ __all__ = [
     "llcm_eval_sets",
     "mean_results",
     "regdb_eval_sets",
+    "sample_gallery",
     "sysu_eval_sets",
 ]

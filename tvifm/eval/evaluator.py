@@ -20,6 +20,7 @@ from tvifm.data.sidecars import TextIndex
 from tvifm.errors import TvifmError
 from tvifm.eval import evaluate_sets
 from tvifm.eval.embeddings import build_query_bank, gallery_embeddings
+from tvifm.eval.rerank import Rerank
 from tvifm.models.query import IR_QUERY_MODES, main_mode
 from tvifm.models.tvifm import TVIFM
 
@@ -34,6 +35,7 @@ def evaluate_model(
 ) -> dict[str, dict[str, dict[str, float]]]:
     """``{evaluation name: {mode: metrics}}``; reverse-direction evaluations use image features only."""
     size, batch, seed = cfg.data.image_size, cfg.eval.batch_size, cfg.eval.seed
+    rerank = reranking(cfg)
     results: dict[str, dict[str, dict[str, float]]] = {}
     feats: dict[tuple[str, str], dict[Sample, np.ndarray]] = {}
     for name, eval_sets in sets.items():
@@ -56,9 +58,15 @@ def evaluate_model(
         results[name] = {}
         for mode, q_emb in q_modes.items():
             q_map = dict(zip(queries, q_emb.numpy(), strict=True))
-            summary = evaluate_sets(eval_sets, q_map, feats[key_g], "cosine", cfg.eval.max_rank)
+            summary = evaluate_sets(eval_sets, q_map, feats[key_g], "cosine", cfg.eval.max_rank, rerank)
             results[name][mode] = {**summary.to_dict(), "cmc": [float(v) for v in summary.cmc]}
     return results
+
+
+def reranking(cfg: Config) -> Rerank | None:
+    """The re-ranking ``eval.rerank`` asks for (``eval.rerank_k1/k2/lambda``), or None when it is off."""
+    e = cfg.eval
+    return Rerank(e.rerank_k1, e.rerank_k2, e.rerank_lambda) if e.rerank else None
 
 
 def _distinct(samples) -> list[Sample]:
@@ -96,7 +104,12 @@ class ValidationSet:
                 "(SYSU-MM01 exp/val_id.txt, or data.val_fraction > 0 for datasets without one)"
             )
         all_sets = protocol_sets(
-            splits.name, splits.val_visible, splits.val_ir, trials=cfg.eval.val_trials, seed=cfg.eval.seed
+            splits.name,
+            splits.val_visible,
+            splits.val_ir,
+            trials=cfg.eval.val_trials,
+            seed=cfg.eval.seed,
+            sampling=cfg.eval.sampling,
         )
         first = next(iter(all_sets))
         return cls(first, {first: all_sets[first]}, text, cfg)

@@ -12,7 +12,7 @@ from tvifm.data.registry import load_dataset, protocol_sets
 from tvifm.data.sidecars import load_text_for
 from tvifm.data.storage import local_dataset
 from tvifm.eval.embeddings import build_query_bank, gallery_embeddings
-from tvifm.eval.offline import METRIC_KEYS
+from tvifm.eval.offline import METRIC_KEYS, sampling_note
 from tvifm.eval.plots import RankedRow, plot_cmc, retrieval_grid
 from tvifm.models.factory import load_run
 
@@ -21,7 +21,7 @@ def markdown_table(report: dict[str, Any]) -> str:
     """The evaluation report as a Markdown table (percentages, trial means)."""
     lines = [
         f"Test results of `{report['run']}` on {report['dataset']} ({report['stage']} model), "
-        "trial means, %.",
+        f"trial means, %; {sampling_note(report)}.",
         "",
         "| protocol | mode | R1 | R5 | R10 | R20 | mAP | mINP |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -57,7 +57,12 @@ def ranked_grid(
     splits = load_dataset(cfg.data.dataset, local_dataset(cfg.data.root), cfg.data.trial)
     text = load_text_for(splits)
     sets = protocol_sets(
-        cfg.data.dataset, splits.test_gallery, splits.test_query, trials=1, seed=cfg.eval.seed
+        cfg.data.dataset,
+        splits.test_gallery,
+        splits.test_query,
+        trials=1,
+        seed=cfg.eval.seed,
+        sampling=cfg.eval.sampling,
     )
     eval_set = next(iter(sets.values()))[0]
     rng = np.random.default_rng(seed)

@@ -16,9 +16,24 @@ only the non-zero entries of its vector. For one query against ``m`` candidates 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from tvifm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Rerank:
+    """Settings of :func:`k_reciprocal_rerank` (the published defaults)."""
+
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+
+    def __call__(self, query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+        """Re-ranked distances of ``query`` to ``gallery`` with these settings."""
+        return k_reciprocal_rerank(query, gallery, self.k1, self.k2, self.lambda_value)
 
 
 def k_reciprocal_rerank(
