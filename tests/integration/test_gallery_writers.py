@@ -89,7 +89,8 @@ def test_two_processes_hammering_the_same_ids(tmp_path: Path, changes: int) -> N
     assert [e["version"] for e in commits] == list(
         range(1, len(commits) + 1)
     )  # none lost, none claimed twice
-    assert refused  # both started from the empty gallery: one of the first two commits was refused
+    # a refusal needs the two writers to overlap, which the scheduler decides: on a loaded machine one may
+    # finish before the other starts, so what is checked is the outcome, not that a race happened
     state: dict[str, str] = {}
     for e in commits:
         if e["op"] == "put":
